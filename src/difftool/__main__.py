@@ -1,0 +1,3 @@
+from difftool.cli import main
+
+main()

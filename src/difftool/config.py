@@ -1,0 +1,214 @@
+"""Typed, torch-free configuration shared by checkpoints, exported artifacts and the runtime.
+
+A difftool model is fully described by one :class:`ModelCard`: the architecture config, the noise
+schedule, the class names and the data conventions. The card is stored as JSON in the safetensors
+header of a checkpoint and in the ``metadata_props`` of an exported ONNX graph, so every consumer
+(export, runtime, TUI, bench) rebuilds what it needs from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from difftool.errors import DifftoolError
+
+CARD_KEY = "difftool"  # metadata key (safetensors header / ONNX metadata_props)
+CARD_VERSION = 1
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """Build dataclass ``cls`` from ``data``, ignoring unknown keys and turning lists into tuples."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A discrete DDPM noise schedule.
+
+    ``convention``:
+      * ``"standard"`` (explainingai, diffusers, difftool): ``num_timesteps`` entries, timesteps
+        ``0..T-1``, ``alpha_bar[0] = 1 - beta_0``.
+      * ``"course"`` (DeepLearning.AI ContextUnet): ``T + 1`` entries, timesteps ``1..T``, and the
+        slot 0 overwritten with ``alpha_bar = 1`` (the clean image).
+    ``time_input`` says what the network is fed: ``"index"`` the integer timestep (as float32),
+    ``"fraction"`` the timestep divided by ``num_timesteps``.
+    """
+
+    kind: Literal["linear", "cosine"] = "linear"
+    num_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    convention: Literal["standard", "course"] = "standard"
+    time_input: Literal["index", "fraction"] = "index"
+
+    @classmethod
+    def course(cls) -> ScheduleConfig:
+        return cls(kind="linear", num_timesteps=500, beta_start=1e-4, beta_end=0.02,
+                   convention="course", time_input="fraction")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScheduleConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ContextUnetConfig:
+    """The DeepLearning.AI course ContextUnet (values as the course notebooks build it)."""
+
+    arch: Literal["context_unet"] = "context_unet"
+    in_channels: int = 3
+    n_feat: int = 64
+    n_cfeat: int = 5
+    height: int = 16
+
+    @property
+    def image_size(self) -> int:
+        return self.height
+
+    @property
+    def channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.n_cfeat
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """The explainingai-style U-Net (sinusoidal time, ResNet blocks, self-attention).
+
+    Defaults are the explainingai ``config/default.yaml`` values so its checkpoints load as they are.
+    ``attention`` switches self-attention per down level (mirrored on the way up; mid blocks always
+    attend). ``num_classes > 0`` adds a learned class embedding plus a null embedding: the network
+    takes a real context vector ``c`` (B, num_classes) and adds ``c @ E + (1 - sum(c)) * null`` to the
+    time embedding, so one-hot = that class, zeros = unconditional, fractions = a mix.
+    """
+
+    arch: Literal["unet"] = "unet"
+    im_channels: int = 1
+    im_size: int = 28
+    down_channels: tuple[int, ...] = (32, 64, 128, 256)
+    mid_channels: tuple[int, ...] = (256, 256, 128)
+    down_sample: tuple[bool, ...] = (True, True, False)
+    attention: tuple[bool, ...] = (True, True, True)
+    time_emb_dim: int = 128
+    num_down_layers: int = 2
+    num_mid_layers: int = 2
+    num_up_layers: int = 2
+    num_heads: int = 4
+    out_width: int = 16
+    num_classes: int = 0
+
+    @property
+    def image_size(self) -> int:
+        return self.im_size
+
+    @property
+    def channels(self) -> int:
+        return self.im_channels
+
+
+ModelConfig = ContextUnetConfig | UnetConfig
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    arch = data.get("arch")
+    if arch == "context_unet":
+        return _from_dict(ContextUnetConfig, data)
+    if arch == "unet":
+        return _from_dict(UnetConfig, data)
+    raise DifftoolError(f"unknown model architecture {arch!r} (expected 'context_unet' or 'unet')")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a trained denoiser, stored beside its weights."""
+
+    model: ModelConfig
+    schedule: ScheduleConfig
+    class_names: tuple[str, ...] = ()
+    prediction: Literal["epsilon"] = "epsilon"
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    source: str = "difftool"  # difftool | course | explainingai
+    credit: str = ""
+    license: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    version: int = CARD_VERSION
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.model.channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def supports_guidance(self) -> bool:
+        """Guidance needs an unconditional branch: zeros context means 'no class' for both archs."""
+        return self.conditional
+
+    def class_index(self, name: str) -> int:
+        if name in self.class_names:
+            return self.class_names.index(name)
+        if name.isdigit() and int(name) < self.num_classes:
+            return int(name)
+        known = ", ".join(self.class_names) or f"0..{self.num_classes - 1}"
+        raise DifftoolError(f"unknown class {name!r}; this model knows: {known}")
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        try:
+            model = model_config_from_dict(dict(data["model"]))
+            schedule = ScheduleConfig.from_dict(dict(data["schedule"]))
+        except (KeyError, TypeError) as exc:
+            raise DifftoolError(f"difftool metadata is incomplete or malformed ({exc})") from None
+        rest = {k: v for k, v in data.items() if k not in ("model", "schedule")}
+        card = _from_dict(cls, {"model": model, "schedule": schedule, **rest})
+        if card.version > CARD_VERSION:
+            raise DifftoolError(
+                f"this file was written by a newer difftool (format {card.version}); upgrade difftool"
+            )
+        return card
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DifftoolError(f"difftool metadata is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+DAWNLIKE_CREDIT = (
+    "Trained on DawnLike 16x16 Universal Rogue-like tileset v1.81 by DragonDePlatino, palette by "
+    "DawnBringer (CC-BY-SA 3.0, https://opengameart.org/content/dawnlike-16x16-universal-rogue-like-tileset-v181); "
+    "and Kenney Tiny Dungeon (CC0 1.0, https://kenney.nl)."
+)
+DAWNLIKE_LICENSE = "CC-BY-SA-3.0"
