@@ -1,0 +1,26 @@
+"""PyTorch models (needs the ``train`` extra): architectures, construction and checkpoint I/O."""
+
+from __future__ import annotations
+
+from difftool.config import ContextUnetConfig, ModelConfig, UnetConfig
+
+
+def build(config: ModelConfig):
+    """Instantiate the nn.Module for ``config``: ``forward(x, t, context) -> eps``."""
+    if isinstance(config, ContextUnetConfig):
+        from difftool.models.context_unet import ContextUnet
+
+        return ContextUnet(config)
+    if isinstance(config, UnetConfig):
+        from difftool.models.unet import Unet
+
+        return Unet(config)
+    raise TypeError(f"not a model config: {config!r}")
+
+
+def __getattr__(name):  # lazy: difftool.models.load / save
+    if name in ("load", "save", "LoadedModel"):
+        from difftool.models import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(name)

@@ -1,0 +1,192 @@
+"""Checkpoint I/O: difftool safetensors (weights + model card), course and explainingai ``.pth``.
+
+difftool checkpoints are safetensors files whose header metadata holds the :class:`ModelCard` JSON
+under the ``difftool`` key. Foreign ``.pth`` files are bare state dicts: they are read with
+``torch.load(weights_only=True)`` (never unpickling arbitrary objects), their family is detected by
+key names, and their hyper-parameters are recovered from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from difftool.config import (
+    CARD_KEY,
+    ContextUnetConfig,
+    ModelCard,
+    ScheduleConfig,
+    UnetConfig,
+)
+from difftool.errors import DifftoolError
+
+COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
+COURSE_KEYS = ("init_conv.conv1.0.weight", "up0.0.weight", "contextembed1.model.0.weight")
+EXPLAININGAI_KEYS = ("t_proj.0.weight", "downs.0.resnet_conv_first.0.2.weight", "conv_out.weight")
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module  # in eval mode, on CPU
+    card: ModelCard
+    path: Path
+
+
+# -- writing -----------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(path: str | Path, module: nn.Module, card: ModelCard) -> Path:
+    """Write ``module``'s weights and ``card`` as a difftool safetensors checkpoint (atomically)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CARD_KEY: card.to_json()}))
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> LoadedModel:
+    """Load a difftool ``.safetensors``, a course ``.pth`` or an explainingai ``.pth`` checkpoint."""
+    from difftool.models import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise DifftoolError(f"checkpoint not found: {path}")
+    if _is_safetensors(path):
+        state, card = _read_safetensors(path)
+    else:
+        state = _read_pth(path)
+        card = card_from_state_dict(state, path)
+    module = build(card.model)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise DifftoolError(f"{path}: weights do not fit the {card.model.arch} config ({detail[:300]})") from None
+    return LoadedModel(module.eval(), card, path)
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors: 8-byte little-endian header length, then a JSON object starting with '{'.
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several error types for corrupt files
+        raise DifftoolError(f"{path} is not a readable safetensors file ({exc})") from None
+    if CARD_KEY not in meta:
+        raise DifftoolError(
+            f"{path} has no difftool metadata; it was not written by difftool. "
+            "Convert a bare state dict with `difftool import` or train with `difftool train`."
+        )
+    return state, ModelCard.from_json(meta[CARD_KEY])
+
+
+def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DifftoolError(
+            f"cannot read {path} as a PyTorch state dict ({msg[:200]}); only plain tensors are loaded "
+            "(weights_only=True) for safety"
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DifftoolError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def card_from_state_dict(state: dict[str, torch.Tensor], path: Path | str = "<state dict>") -> ModelCard:
+    """Detect the family of a bare state dict and recover its config from tensor shapes."""
+    if all(k in state for k in COURSE_KEYS):
+        return ModelCard(model=_course_config(state), schedule=ScheduleConfig.course(),
+                         class_names=COURSE_CLASSES, source="course",
+                         credit="DeepLearning.AI 'How Diffusion Models Work' ContextUnet")
+    if all(k in state for k in EXPLAININGAI_KEYS):
+        cfg = _explainingai_config(state)
+        return ModelCard(model=cfg, schedule=ScheduleConfig(), source="explainingai",
+                         credit="explainingai-code/DDPM-Pytorch Unet")
+    sample = ", ".join(sorted(state)[:4])
+    raise DifftoolError(
+        f"{path}: unrecognised checkpoint (keys start {sample} ...). Expected a difftool .safetensors, "
+        f"a course ContextUnet state dict (keys {', '.join(COURSE_KEYS)}) or an explainingai Unet "
+        f"state dict (keys {', '.join(EXPLAININGAI_KEYS)})"
+    )
+
+
+def _course_config(state) -> ContextUnetConfig:
+    w = state["init_conv.conv1.0.weight"]  # (n_feat, in_channels, 3, 3)
+    return ContextUnetConfig(
+        in_channels=int(w.shape[1]),
+        n_feat=int(w.shape[0]),
+        n_cfeat=int(state["contextembed1.model.0.weight"].shape[1]),
+        height=4 * int(state["up0.0.weight"].shape[2]),
+    )
+
+
+def _count(state, prefix: str) -> int:
+    """Number of consecutive indices ``prefix{i}.`` present in ``state``."""
+    n = 0
+    while any(k.startswith(f"{prefix}{n}.") for k in state):
+        n += 1
+    return n
+
+
+def _explainingai_config(state) -> UnetConfig:
+    n_down = _count(state, "downs.")
+    n_mid = _count(state, "mids.")
+    down = [int(state["conv_in.weight"].shape[0])]
+    down += [int(state[f"downs.{i}.resnet_conv_first.0.2.weight"].shape[0]) for i in range(n_down)]
+    mid = [int(state[f"mids.{i}.resnet_conv_first.0.2.weight"].shape[1]) for i in range(n_mid)]
+    mid.append(int(state[f"mids.{n_mid - 1}.resnet_conv_first.0.2.weight"].shape[0]))
+    down_sample = tuple(f"downs.{i}.down_sample_conv.weight" in state for i in range(n_down))
+    attention = tuple(f"downs.{i}.attentions.0.in_proj_weight" in state for i in range(n_down))
+    num_classes = int(state["context_proj.weight"].shape[1]) if "context_proj.weight" in state else 0
+    return UnetConfig(
+        im_channels=int(state["conv_in.weight"].shape[1]),
+        im_size=28,  # not recoverable from weights; explainingai's default
+        down_channels=tuple(down),
+        mid_channels=tuple(mid),
+        down_sample=down_sample,
+        attention=attention,
+        time_emb_dim=int(state["t_proj.0.weight"].shape[0]),
+        num_down_layers=_count(state, "downs.0.resnet_conv_first."),
+        num_mid_layers=_count(state, "mids.0.resnet_conv_first.") - 1,
+        num_up_layers=_count(state, "ups.0.resnet_conv_first."),
+        out_width=int(state["conv_out.weight"].shape[1]),
+        num_classes=num_classes,
+    )

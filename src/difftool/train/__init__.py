@@ -1,0 +1,1 @@
+"""Training: numpy datasets (``difftool.train.data``) and the torch trainer (imported lazily)."""

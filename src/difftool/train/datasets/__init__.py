@@ -1,0 +1,1 @@
+"""Dataset loaders behind :func:`difftool.train.data.load_dataset` (numpy only, no torch)."""
