@@ -1,8 +1,14 @@
-"""difftool command line (Typer). Every command imports its heavy dependencies lazily."""
+"""difftool command line (Typer). Every command imports its heavy dependencies lazily.
+
+Exit codes: 0 ok; 1 user/runtime error (one red line on stderr, no traceback); 2 usage error
+(Typer); 130 interrupted. Progress and errors go to stderr; ``--json`` results go to stdout.
+"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,7 +20,303 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+# -- train -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="sprites | mnist | images | digits")] = "sprites",
+    data: Annotated[list[Path] | None, typer.Option(help="dataset folder/file (repeat to combine sprite folders)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints, samples, log)")] = Path("runs/run"),
+    model: Annotated[str, typer.Option(help="model preset: sprite | tiny | mnist | course (default: per dataset)")] = "",
+    epochs: Annotated[int, typer.Option(min=1)] = 100,
+    max_steps: Annotated[int, typer.Option(min=0, help="stop after this many steps (0: epochs decide)")] = 0,
+    stop_after: Annotated[int, typer.Option(min=0, help="stop at this step (resume later with the same command)")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    schedule: Annotated[str, typer.Option(help="cosine | linear")] = "cosine",
+    timesteps: Annotated[int, typer.Option(min=2)] = 1000,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
+    cond_drop: Annotated[float, typer.Option(min=0.0, max=1.0, help="context dropout (for guidance)")] = 0.1,
+    hflip: Annotated[bool, typer.Option(help="random horizontal flips")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: default)")] = 0,
+    sample_every: Annotated[int, typer.Option(min=0)] = 1000,
+    save_every: Annotated[int, typer.Option(min=1)] = 500,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/train_state.pt if present")] = True,
+):
+    """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
+    from difftool.train.loop import TrainConfig
+    from difftool.train.loop import train as run
+
+    if schedule not in ("cosine", "linear"):
+        raise typer.BadParameter("must be 'cosine' or 'linear'", param_hint="--schedule")
+    cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
+                      schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
+                      batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
+                      seed=seed, device=device, threads=threads, sample_every=sample_every,
+                      save_every=save_every, resume=resume)
+    path = run(cfg, console=_stderr())
+    _stderr().print(f"[green]saved[/] {path}")
+
+
+# -- info --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="checkpoint (.safetensors/.pth) or artifact (.onnx)")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the model card as JSON on stdout")] = False,
+):
+    """Show a checkpoint's or artifact's config, schedule and classes."""
+    from difftool.runtime.artifact import read_card
+
+    card = read_card(path)
+    if json_out:
+        print(card.to_json())
+        return
+    from rich.table import Table
+
+    table = Table(title=str(path), show_header=False)
+    table.add_row("source", card.source)
+    table.add_row("architecture", card.model.arch)
+    table.add_row("image", f"{card.channels}x{card.image_size}x{card.image_size}, values {card.value_range}")
+    table.add_row("classes", ", ".join(card.class_names) or "(unconditional)")
+    table.add_row("guidance", "yes" if card.supports_guidance else "no")
+    s = card.schedule
+    table.add_row("schedule", f"{s.kind}, T={s.num_timesteps}, beta {s.beta_start}..{s.beta_end}, "
+                  f"{s.convention} convention, network time = {s.time_input}")
+    table.add_row("prediction", card.prediction)
+    table.add_row("model config", ", ".join(f"{k}={v}" for k, v in card.model.__dict__.items()))
+    if card.training:
+        table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
+    if card.credit:
+        table.add_row("credit", card.credit)
+    if card.license:
+        table.add_row("license", card.license)
+    _stderr().print(table)
+
+
+# -- generate / sample / demo --------------------------------------------------------------------------
+
+SAMPLER_HELP = "ddim | ddpm | dpmpp_2m"
+
+
+def _load_pipeline(path: Path | None, backend: str, threads: int | None):
+    from difftool.runtime.loader import load
+
+    return load(path if path is not None else bundled_model(), backend=backend, threads=threads)
+
+
+def bundled_model() -> Path:
+    """The ONNX artifact shipped inside the package."""
+    from importlib.resources import files
+
+    path = Path(str(files("difftool") / "assets" / "sprites.onnx"))
+    if not path.is_file():
+        raise DifftoolError(f"the bundled sprite model is missing from the installation ({path}); "
+                            "reinstall difftool or pass an artifact path")
+    return path
+
+
+def _generate(path, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
+              spacing, out, gif, gif_frames, scale, json_out):
+    from difftool import generate as gen_mod
+
+    console = _stderr()
+    pipe = _load_pipeline(path, backend, threads)
+    request = gen_mod.build_request(pipe, n=n, class_name=class_name, mix=mix, sampler=sampler, steps=steps,
+                                    eta=eta, guidance=guidance, seed=seed, spacing=spacing)
+    nrow = nrow or min(n, 8)
+    with _step_progress(console, request.steps) as advance:
+        result = gen_mod.run(pipe, request, nrow=nrow, frames=gif_frames if gif else None, progress=advance)
+    written = gen_mod.write_outputs(result, nrow=nrow, png=out, gif=gif, scale=scale)
+    summary = {"artifact": str(path or "bundled"), "backend": pipe.denoiser.name, "n": n,
+               "sampler": request.sampler, "steps": request.steps, "guidance": request.guidance,
+               "seed": seed, "seconds": round(result.seconds, 4),
+               "unet_steps_per_s": round(result.steps_per_s, 2), "outputs": [str(p) for p in written]}
+    if json_out:
+        import json
+
+        print(json.dumps(summary))
+    else:
+        console.print(f"[green]wrote[/] {', '.join(map(str, written))}  "
+                      f"({result.seconds:.2f} s, {result.steps_per_s:.1f} U-Net steps/s, {pipe.denoiser.name})")
+
+
+class _step_progress:
+    """A transient Rich progress bar on stderr, advanced once per sampler step."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total = console, total
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), console=self.console,
+                            transient=True)
+        task = self.bar.add_task("s", total=self.total)
+        self.bar.start()
+        return lambda step: self.bar.update(task, completed=step.index + 1)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+_Class = Annotated[str | None, typer.Option("--class", "-c", help="class name or index (e.g. hero)")]
+_Mix = Annotated[str | None, typer.Option(help="mixed context, e.g. hero=0.5,food=0.5 (the course's mixtures)")]
+_N = Annotated[int, typer.Option("--n", "-n", min=1, max=1024, help="number of samples")]
+_Sampler = Annotated[str, typer.Option(help=SAMPLER_HELP)]
+_Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: 25; ddpm: all)")]
+_Eta = Annotated[float, typer.Option(min=0.0, help="DDIM eta (0 = deterministic)")]
+_Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default 2 with a class)")]
+_Seed = Annotated[int, typer.Option(help="seed of sample 0 (sample i uses seed + i)")]
+_Spacing = Annotated[str | None, typer.Option(help="timestep spacing: trailing | leading | linspace")]
+_Out = Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write")]
+_Gif = Annotated[Path | None, typer.Option(help="also write a GIF of the denoising")]
+_GifFrames = Annotated[str, typer.Option(help="what the GIF shows per step: x (noisy sample) or x0 (prediction)")]
+_Scale = Annotated[int, typer.Option(min=1, max=32, help="pixel upscaling of the PNG/GIF")]
+_Backend = Annotated[str, typer.Option(help="auto | ort-cpu | ort-cuda | tensorrt | torch-cpu | torch-cuda")]
+_Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend")]
+_Json = Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")]
+
+
+def _check_choice(value, choices, flag):
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"must be one of: {', '.join(choices)}", param_hint=flag)
+
+
+@app.command()
+def generate(
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
+    class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
+    sampler: _Sampler = "ddim", steps: _Steps = None, eta: _Eta = 0.0, guidance: _Guidance = None,
+    seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("out.png"), gif: _Gif = None,
+    gif_frames: _GifFrames = "x0", scale: _Scale = 4, backend: _Backend = "auto", threads: _Threads = None,
+    json_out: _Json = False,
+):
+    """Generate a PNG grid (and optional GIF) from an exported artifact or a checkpoint."""
+    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
+    _check_choice(gif_frames, ("x", "x0"), "--gif-frames")
+    _generate(artifact, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
+              spacing, out, gif, gif_frames, scale, json_out)
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint: difftool .safetensors, course or explainingai .pth")],
+    class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
+    sampler: _Sampler = "ddim", steps: _Steps = None, eta: _Eta = 0.0, guidance: _Guidance = None,
+    seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("samples.png"), gif: _Gif = None,
+    gif_frames: _GifFrames = "x0", scale: _Scale = 4, device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    threads: _Threads = None, json_out: _Json = False,
+):
+    """Sample from a checkpoint with the PyTorch backend (PNG grid, optional GIF)."""
+    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(device, ("cpu", "cuda"), "--device")
+    _generate(checkpoint, f"torch-{device}", threads, class_name, mix, n, nrow, sampler, steps, eta, guidance,
+              seed, spacing, out, gif, gif_frames, scale, json_out)
+
+
+@app.command()
+def demo(
+    per_class: Annotated[int, typer.Option(min=1, max=16, help="sprites per row")] = 8,
+    steps: Annotated[int, typer.Option(min=1)] = 25,
+    guidance: Annotated[float, typer.Option()] = 2.0,
+    seed: _Seed = 0, out: _Out = Path("demo.png"), scale: _Scale = 4, threads: _Threads = None,
+    mix: Annotated[str, typer.Option(help="context of the extra mixed row")] = "hero=0.5,creature=0.5",
+):
+    """Generate one row of sprites per class plus a mixed-context row with the bundled model (no torch)."""
+    import numpy as np
+
+    from difftool import generate as gen_mod
+    from difftool.render import halfblock_text, truecolor_hint
+    from difftool.runtime.images import grid, save_png
+    from difftool.runtime.pipeline import SampleRequest
+
+    console = _stderr()
+    pipe = _load_pipeline(None, "auto", threads)
+    card = pipe.card
+    ctx, _ = pipe.contexts_per_class(per_class)
+    ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
+    request = SampleRequest(n=len(ctx), context=ctx, sampler="ddim", steps=steps, guidance=guidance, seed=seed)
+    with _step_progress(console, steps) as advance:
+        result = gen_mod.run(pipe, request, nrow=per_class, progress=advance)
+    labels = [*card.class_names, f"mix {mix}"]
+    out_console = _stdout_console()
+    for row, label in enumerate(labels):
+        sprites = result.images[row * per_class:(row + 1) * per_class]
+        out_console.print(f"[bold]{label}[/]")
+        out_console.print(halfblock_text(grid(sprites, nrow=per_class), scale=1))
+    save_png(out, grid(result.images, nrow=per_class), scale=scale)
+    hint = truecolor_hint()
+    if hint:
+        console.print(f"[yellow]note:[/] {hint}")
+    console.print(f"[green]wrote[/] {out}: {len(ctx)} sprites, DDIM-{steps}, guidance {guidance}, "
+                  f"{result.seconds:.2f} s ({result.steps_per_s:.1f} U-Net steps/s, {pipe.denoiser.name})")
+    if card.credit:
+        console.print(f"[dim]{card.credit}[/]")
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: beside the checkpoint)")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
+    optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
+    image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
+    calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
+    json_out: _Json = False,
+):
+    """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository)."""
+    _check_choice(format, ("onnx", "tensorrt", "triton"), "--format")
+    _check_choice(precision, ("fp32", "fp16", "int8"), "--precision")
+    from difftool.export import run_export
+
+    report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
+                        image_size=image_size, calibration=[str(p) for p in calibration or ()],
+                        console=_stderr())
+    if json_out:
+        import json
+
+        print(json.dumps(report, default=str))
+
+
+# -- tui --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def tui(
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
+    threads: _Threads = None,
+    out_dir: Annotated[Path, typer.Option(help="where PNG/GIF/JSON saves go")] = Path("."),
+):
+    """Generate sprites interactively in the terminal."""
+    from difftool.tui.launch import launch
+
+    launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir)
 
 
 def main() -> None:
@@ -22,9 +324,9 @@ def main() -> None:
     try:
         app()
     except DifftoolError as exc:
-        from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _stderr().print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

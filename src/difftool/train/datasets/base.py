@@ -41,6 +41,12 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset(name={self.name!r}, n={len(self)}, shape={tuple(self.images.shape[1:])}, "
+            f"classes={self.class_names}, license={self.license!r})"
+        )
+
     @property
     def channels(self) -> int:
         return int(self.images.shape[1])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from difftool.errors import DifftoolError
 from difftool.train.datasets.base import ImageDataset, composite_over_black, concat, read_rgba, to_signed
@@ -39,7 +39,9 @@ def load_sprites(
     """Load one or more sprite sources (folders with labels.toml, or course ``.npy`` files) combined."""
     sources = ([Path(path)] if path is not None else []) + [Path(p) for p in (paths or ())]
     if not sources:
-        raise DifftoolError("the sprites dataset needs a path: a folder with labels.toml (e.g. ../shared/data/dawnlike)")
+        raise DifftoolError(
+            "the sprites dataset needs a path: a folder with labels.toml (e.g. ../shared/data/dawnlike)"
+        )
     return concat([_load_source(src, include_unlabeled) for src in sources])
 
 
@@ -64,7 +66,9 @@ def _load_source(path: Path, include_unlabeled: bool) -> ImageDataset:
         else:
             raise DifftoolError(f"{toml_path} has neither [sheets] nor sheet = ...; {_FORMAT_HELP}")
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DifftoolError(f"{toml_path} is malformed ({type(exc).__name__}: {exc}); {_FORMAT_HELP}") from None
+        raise DifftoolError(
+            f"{toml_path} is malformed ({type(exc).__name__}: {exc}); {_FORMAT_HELP}"
+        ) from None
     credit, license_id = _credit_for(path, doc, text)
     images = to_signed(composite_over_black(tiles)).transpose(0, 3, 1, 2)
     return ImageDataset(
@@ -109,7 +113,9 @@ def _exclude(keep: np.ndarray, indices: Sequence[int]) -> None:
     keep[idx] = False
 
 
-def _dawnlike_tiles(folder: Path, doc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+def _dawnlike_tiles(
+    folder: Path, doc: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Tiles of every sheet in [sheets]; one group per sheet, shared by both frames of a pair."""
     tile = int(doc.get("tile_size", 16))
     classes = tuple(str(c) for c in doc["classes"])
@@ -119,7 +125,9 @@ def _dawnlike_tiles(folder: Path, doc: dict[str, Any]) -> tuple[np.ndarray, np.n
     tiles, labels, groups = [], [], []
     for rel, cls in doc["sheets"].items():
         if cls not in classes:
-            raise DifftoolError(f"{folder / 'labels.toml'}: sheet {rel} has class {cls!r}, not one of {classes}")
+            raise DifftoolError(
+                f"{folder / 'labels.toml'}: sheet {rel} has class {cls!r}, not one of {classes}"
+            )
         sheet = grid_tiles(read_rgba(folder / rel), tile)
         keep = nonempty_mask(sheet)
         _exclude(keep, excluded.get(rel, ()))
@@ -147,10 +155,14 @@ def _kenney_tiles(
             raise DifftoolError(f"{folder / 'labels.toml'}: [labels] class {cls!r} is not one of {classes}")
         for first, last in ranges:
             if not 0 <= int(first) <= int(last) < len(sheet):
-                raise DifftoolError(f"{folder / 'labels.toml'}: range [{first}, {last}] is outside 0..{len(sheet) - 1}")
+                raise DifftoolError(
+                    f"{folder / 'labels.toml'}: range [{first}, {last}] is outside 0..{len(sheet) - 1}"
+                )
             span = slice(int(first), int(last) + 1)
             if (labels[span] >= 0).any():
-                raise DifftoolError(f"{folder / 'labels.toml'}: range [{first}, {last}] overlaps another label")
+                raise DifftoolError(
+                    f"{folder / 'labels.toml'}: range [{first}, {last}] overlaps another label"
+                )
             labels[span] = classes.index(cls)
     keep = nonempty_mask(sheet)
     _exclude(keep, doc.get("exclude_tiles", ()))
@@ -179,7 +191,9 @@ def _credit_for(folder: Path, doc: dict[str, Any], toml_text: str) -> tuple[str,
 def _load_npy(path: Path) -> np.ndarray:
     """np.load with a one-line DifftoolError for missing or corrupt files."""
     if not path.is_file():
-        raise DifftoolError(f"{path} does not exist; the course format needs sprites_*.npy with {COURSE_LABELS_FILE} beside it")
+        raise DifftoolError(
+            f"{path} does not exist; the course format needs sprites_*.npy with {COURSE_LABELS_FILE} beside it"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
