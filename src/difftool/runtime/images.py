@@ -1,0 +1,103 @@
+"""Image helpers: float samples to uint8, grids, atomic PNG/GIF writing (Pillow, imported lazily)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from difftool.errors import DifftoolError
+
+
+def to_uint8(x: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """(B, C, H, W) floats in ``value_range`` -> (B, H, W, C) uint8: clip, map to 0..255, round."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise DifftoolError(f"to_uint8 expects a (batch, channels, height, width) array, got {x.shape}")
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not hi > lo:
+        raise DifftoolError(f"value_range must be (low, high) with high > low, got {value_range}")
+    scaled = (np.clip(x.astype(np.float32), lo, hi) - lo) * (255.0 / (hi - lo))
+    return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1).copy()  # (B, H, W, C)
+
+
+def grid(images: np.ndarray, nrow: int) -> np.ndarray:
+    """Tile (B, H, W, C) uint8 images, ``nrow`` per row, with 1-px black gutters (also around the edge)."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise DifftoolError(f"grid expects (batch, height, width, channels) images, got {images.shape}")
+    if nrow < 1:
+        raise DifftoolError(f"nrow must be at least 1, got {nrow}")
+    b, h, w, c = images.shape
+    cols = min(nrow, max(b, 1))
+    rows = -(-b // cols)
+    out = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)  # (H', W', C)
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        out[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = image
+    return out
+
+
+def save_png(path: str | os.PathLike[str], array: np.ndarray, scale: int = 1) -> Path:
+    """Write an (H, W, C) or (H, W) uint8 image as PNG, upscaled ``scale``x (NEAREST), atomically."""
+    image = _to_pil(array, scale)
+    return _atomic_write(Path(path), lambda f: image.save(f, format="PNG"))
+
+
+def save_gif(
+    path: str | os.PathLike[str], frames: Sequence[np.ndarray], duration_ms: int = 200, scale: int = 1
+) -> Path:
+    """Write (H, W, C) uint8 frames as a looping animated GIF, upscaled ``scale``x, atomically."""
+    if len(frames) == 0:
+        raise DifftoolError("save_gif needs at least one frame")
+    images = [_to_pil(frame, scale) for frame in frames]
+
+    def write(f: Any) -> None:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(duration_ms), loop=0)
+
+    return _atomic_write(Path(path), write)
+
+
+def _to_pil(array: np.ndarray, scale: int) -> Any:
+    """A PIL image from (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8, NEAREST-upscaled."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a core dependency
+        raise DifftoolError("writing images needs Pillow; install it with `pip install pillow`") from None
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise DifftoolError(f"images must be uint8 (use to_uint8 first), got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise DifftoolError(f"an image must be (H, W) or (H, W, 1|3|4), got {array.shape}")
+    if scale < 1:
+        raise DifftoolError(f"scale must be at least 1, got {scale}")
+    image = Image.fromarray(np.ascontiguousarray(array))
+    if scale != 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return image
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Write via a temp file in the same folder, then ``os.replace`` it onto ``path``."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise DifftoolError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; give the usual permissions of a new file
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return path
