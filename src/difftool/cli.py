@@ -293,7 +293,7 @@ def export(
     """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository)."""
     _check_choice(format, ("onnx", "tensorrt", "triton"), "--format")
     _check_choice(precision, ("fp32", "fp16", "int8"), "--precision")
-    from difftool.export import run_export
+    from difftool.export.driver import run_export
 
     report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
                         image_size=image_size, calibration=[str(p) for p in calibration or ()],

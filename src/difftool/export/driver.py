@@ -1,0 +1,88 @@
+"""``difftool export``: pick the output path, run the right exporter, print what was measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from difftool.errors import DifftoolError
+
+SUFFIX = {"onnx": ".onnx", "tensorrt": ".engine", "triton": ""}
+
+
+def default_out(checkpoint: Path, format: str, precision: str) -> Path:
+    stem = checkpoint.with_suffix("")
+    if format == "triton":
+        return stem.parent / f"{stem.name}-triton"
+    tag = "" if precision == "fp32" else f".{precision}"
+    return stem.parent / f"{stem.name}{tag}{SUFFIX[format]}"
+
+
+def _calibration_images(paths: list[str]):
+    if not paths:
+        return None
+    from difftool.train.data import load_dataset
+
+    ds = load_dataset("sprites", paths[0] if len(paths) == 1 else None,
+                      **({"paths": paths} if len(paths) > 1 else {}))
+    return ds.images
+
+
+def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", precision: str = "fp32",
+               optimize: bool = False, image_size: int | None = None, calibration: list[str] = (),
+               console=None) -> dict:
+    if not Path(checkpoint).is_file():
+        raise DifftoolError(f"checkpoint not found: {checkpoint}")
+    out = Path(out) if out is not None else default_out(Path(checkpoint), format, precision)
+    if format == "onnx":
+        from difftool.export.onnx_export import export_onnx
+        from difftool.runtime.backends.ort import default_threads
+
+        report = export_onnx(checkpoint, out, optimize=optimize, image_size=image_size, precision=precision,
+                             calibration_images=_calibration_images(list(calibration)),
+                             threads=default_threads())
+        summary = {"path": str(report.path), "format": "onnx", "precision": report.precision,
+                   "exporter": report.exporter, "opset": report.opset, "bytes": report.file_size,
+                   "seconds": round(report.seconds, 2),
+                   "parity_max_abs_err": {str(k): v for k, v in report.max_abs_err.items()},
+                   "optimized": report.optimized, "notes": report.notes}
+        if report.precision_report is not None:
+            pr = report.precision_report
+            summary["precision_check"] = {"max_abs_err": pr.max_abs_err, "rel_err": pr.rel_err,
+                                          "fp32_ms": pr.fp32_ms, f"{pr.precision}_ms": pr.low_ms,
+                                          "speedup": pr.speedup, "batch": pr.batch, "threads": pr.threads,
+                                          "calibration": pr.calibration}
+        _print(console, summary)
+        return summary
+    if format == "tensorrt":
+        from difftool.export.tensorrt_build import export_tensorrt
+
+        report = export_tensorrt(checkpoint, out, image_size=image_size, precision=precision)
+        summary = {"path": str(out), "format": "tensorrt", **{k: str(v) for k, v in vars(report).items()}}
+        _print(console, summary)
+        return summary
+    if precision != "fp32":
+        raise DifftoolError("--format triton exports fp32 ONNX; drop --precision")
+    from difftool.export.triton import export_triton
+
+    path = export_triton(checkpoint, out, image_size=image_size)
+    summary = {"path": str(path), "format": "triton"}
+    _print(console, summary)
+    return summary
+
+
+def _print(console, summary: dict) -> None:
+    if console is None:
+        return
+    console.print(f"[green]exported[/] {summary['path']} ({summary['format']}"
+                  + (f", {summary['precision']}, {summary['bytes'] / 1e6:.2f} MB" if "bytes" in summary else "")
+                  + ")")
+    if summary.get("parity_max_abs_err"):
+        errs = ", ".join(f"batch {k}: {v:.2e}" for k, v in summary["parity_max_abs_err"].items())
+        console.print(f"  parity ONNX Runtime vs PyTorch (max abs): {errs}")
+    if "precision_check" in summary:
+        pc = summary["precision_check"]
+        console.print(f"  {summary['precision']} vs fp32: max abs {pc['max_abs_err']:.3g}, rel {pc['rel_err']:.3g}; "
+                      f"{pc['fp32_ms']:.2f} ms -> {pc[summary['precision'] + '_ms']:.2f} ms "
+                      f"(x{pc['speedup']:.2f}, batch {pc['batch']}, {pc['threads']} threads)")
+    for note in summary.get("notes", []):
+        console.print(f"  [dim]{note}[/]")

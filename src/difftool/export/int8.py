@@ -1,0 +1,133 @@
+"""Static int8 quantisation (QDQ, per-channel S8S8, Conv only) calibrated on real noisy inputs.
+
+Calibration feeds are what the denoiser sees while sampling: ``x_t = sqrt(ab) x0 + sqrt(1 - ab) noise``
+at timesteps drawn over the whole schedule, with one-hot / zero / mixed contexts. ``x0`` comes from real
+images when given, otherwise from the fp32 model's own DDIM samples (a model-only fallback).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from difftool.config import ModelCard
+from difftool.errors import DifftoolError
+from difftool.export.metadata import get_props, pin_ir_version, save_single_file, set_props
+from difftool.export.parity import mixed_contexts
+from difftool.runtime.schedules import make_schedule
+
+QUANT_NOTE = "static QDQ int8 (S8S8, per-channel weights, Conv only, MinMax calibration on noisy inputs)"
+
+
+def as_x0(images: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Real images as (N, C, H, W) float32 in [-1, 1].
+
+    Accepts NCHW or NHWC (or NHW for one channel); uint8 is mapped from [0, 255], floats must already
+    be in the model's [-1, 1] range.
+    """
+    arr = np.asarray(images)
+    c, s = card.channels, card.image_size
+    if arr.ndim == 3 and c == 1:
+        arr = arr[:, None]
+    if arr.ndim == 4 and arr.shape[1:] == (s, s, c) and arr.shape[1] != c:
+        arr = arr.transpose(0, 3, 1, 2)
+    if arr.ndim != 4 or arr.shape[1:] != (c, s, s):
+        raise DifftoolError(f"calibration images must be (N, {c}, {s}, {s}) or (N, {s}, {s}, {c}); "
+                            f"got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+    return np.clip(arr.astype(np.float32), -1.0, 1.0)
+
+
+def noisy_batches(card: ModelCard, x0: np.ndarray, num_batches: int, batch: int,
+                  seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Forward-noised graph feeds: random x0 rows, uniform timesteps, mixed contexts."""
+    rng = np.random.default_rng(seed)
+    schedule = make_schedule(card.schedule)
+    out = []
+    for _ in range(num_batches):
+        rows = x0[rng.integers(0, len(x0), size=batch)]
+        steps = rng.integers(schedule.t_min, schedule.t_max + 1, size=batch)
+        noise = rng.standard_normal(rows.shape).astype(np.float32)
+        feeds = {
+            "x": schedule.add_noise(rows, noise, steps).astype(np.float32),
+            "t": np.array([schedule.model_time(int(i)) for i in steps], dtype=np.float32),
+        }
+        if card.conditional:
+            feeds["context"] = mixed_contexts(rng, batch, card.num_classes)
+        out.append(feeds)
+    return out
+
+
+def model_samples(onnx_path: str | Path, card: ModelCard, n: int = 32, steps: int = 20,
+                  seed: int = 0) -> np.ndarray:
+    """``n`` deterministic DDIM samples (eta 0) of the fp32 graph: the fallback calibration x0."""
+    from difftool.runtime.backends.ort import OrtDenoiser
+    from difftool.runtime.guidance import guided_eps
+    from difftool.runtime.noise import Noise
+    from difftool.runtime.samplers import ddim
+
+    schedule = make_schedule(card.schedule)
+    denoiser = OrtDenoiser(onnx_path, threads=1, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    ctx = np.zeros((n, card.num_classes), dtype=np.float32)
+    if card.conditional:
+        ctx[np.arange(n), rng.integers(0, card.num_classes, size=n)] = 1.0
+    noise = Noise.from_seed(seed, n)
+    x_T = noise((card.channels, card.image_size, card.image_size))
+    x0 = ddim(guided_eps(denoiser, schedule, ctx), x_T, schedule, steps=steps, noise=noise)
+    return np.clip(x0, -1.0, 1.0).astype(np.float32)
+
+
+class FeedReader(CalibrationDataReader):
+    """A CalibrationDataReader over a list of graph feeds (rewindable)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self.batches = batches
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+
+def calibration_x0(fp32_path: str | Path, card: ModelCard, images: np.ndarray | None = None,
+                   seed: int = 0) -> tuple[np.ndarray, str]:
+    """(x0, description): clean images for calibration, real ones or the model's DDIM samples."""
+    if images is not None:
+        x0 = as_x0(images, card)
+        return x0, f"{len(x0)} real images"
+    x0 = model_samples(fp32_path, card, seed=seed)
+    return x0, f"{len(x0)} DDIM samples of the fp32 model"
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+    """Quantise ``fp32_path`` into ``out_path`` calibrated on ``feeds``; returns notes."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    notes: list[str] = []
+    out_path = Path(out_path)
+    props = get_props(onnx.load(str(fp32_path), load_external_data=False))
+    reader = FeedReader(feeds)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".difftool-int8-") as tmp:
+        pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(pre))
+        except Exception as exc:  # shape inference can fail on exotic graphs; quantise the raw graph
+            notes.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantised without it")
+            pre = Path(fp32_path)
+        quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv"])
+        model = onnx.load(str(q))
+    set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTE})
+    pin_ir_version(model)
+    save_single_file(model, out_path)
+    return notes

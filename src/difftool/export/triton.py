@@ -1,0 +1,120 @@
+"""A Triton Inference Server model repository for a difftool graph (onnxruntime backend).
+
+Layout: ``<out>/<model_name>/config.pbtxt``, ``<out>/<model_name>/1/model.onnx`` and
+``<out>/<model_name>/difftool.json`` (the model card; also in ``config.pbtxt`` ``parameters`` and in
+the graph's metadata). Triton owns the batch dimension (``max_batch_size``), so ``dims`` leave it out,
+and the per-sample scalar ``t`` is declared ``dims: [1]`` with ``reshape: { shape: [ ] }`` to reach the
+graph's ``t[batch]``. The model folder is built in a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from difftool.config import CARD_KEY, ModelCard
+from difftool.errors import DifftoolError
+
+KINDS = ("KIND_CPU", "KIND_GPU")
+
+
+def _pbtxt_string(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _tensor(name: str, dims: list[int], reshape: bool = False) -> str:
+    lines = ["  {", f"    name: \"{name}\"", "    data_type: TYPE_FP32",
+             f"    dims: [ {', '.join(str(d) for d in dims)} ]"]
+    if reshape:
+        lines.append("    reshape: { shape: [ ] }")
+    return "\n".join([*lines, "  }"])
+
+
+def config_pbtxt(card: ModelCard, model_name: str, *, max_batch_size: int = 64, kind: str = "KIND_CPU",
+                 count: int = 1, preferred_batch_sizes: tuple[int, ...] = (16, 32),
+                 max_queue_delay_us: int = 100) -> str:
+    """The ``config.pbtxt`` text for ``card``."""
+    if kind not in KINDS:
+        raise DifftoolError(f"unknown instance kind {kind!r}; choose KIND_CPU or KIND_GPU")
+    image = [card.channels, card.image_size, card.image_size]
+    inputs = [_tensor("x", image), _tensor("t", [1], reshape=True)]
+    if card.conditional:
+        inputs.append(_tensor("context", [card.num_classes]))
+    preferred = [b for b in preferred_batch_sizes if b <= max_batch_size]
+    batching = [f"  max_queue_delay_microseconds: {max_queue_delay_us}"]
+    if preferred:
+        batching.insert(0, f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred)} ]")
+    parts = [
+        f"name: {_pbtxt_string(model_name)}",
+        'platform: "onnxruntime_onnx"',
+        f"max_batch_size: {max_batch_size}",
+        "input [\n" + ",\n".join(inputs) + "\n]",
+        "output [\n" + _tensor("eps", image) + "\n]",
+        "dynamic_batching {\n" + "\n".join(batching) + "\n}",
+        f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]",
+        f"parameters {{\n  key: \"{CARD_KEY}\"\n  value: {{ string_value: {_pbtxt_string(card.to_json())} }}\n}}",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def export_triton(src, out_dir: str | Path, *, model_name: str | None = None, max_batch_size: int = 64,
+                  kind: str = "KIND_CPU", count: int = 1, preferred_batch_sizes: tuple[int, ...] = (16, 32),
+                  max_queue_delay_us: int = 100, **export_opts) -> Path:
+    """Write a Triton model folder for ``src`` (an ``.onnx`` or a checkpoint) into ``out_dir``.
+
+    Returns ``<out_dir>/<model_name>``; an existing folder of that name is replaced atomically.
+    ``export_opts`` go to :func:`~difftool.export.onnx_export.export_onnx` for checkpoints.
+    """
+    out_dir = Path(out_dir)
+    name = model_name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(str(getattr(src, "path", src))).stem)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise DifftoolError(f"invalid Triton model name {name!r} (letters, digits, _ . - only)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.tmp-") as tmp:
+        staged = Path(tmp) / name
+        (staged / "1").mkdir(parents=True)
+        graph = staged / "1" / "model.onnx"
+        card = _place_graph(src, graph, export_opts)
+        (staged / "config.pbtxt").write_text(config_pbtxt(
+            card, name, max_batch_size=max_batch_size, kind=kind, count=count,
+            preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us))
+        (staged / "difftool.json").write_text(json.dumps({"card": card.to_dict()}, indent=2, sort_keys=True))
+        _swap_in(staged, final, Path(tmp))
+    return final
+
+
+def _place_graph(src, graph: Path, export_opts: dict) -> ModelCard:
+    """Copy an ``.onnx`` (validated) or export a checkpoint to ``graph``; returns its card."""
+    from difftool.runtime.artifact import onnx_card
+
+    if isinstance(src, str | Path) and Path(src).suffix.lower() == ".onnx":
+        from difftool.runtime.backends.ort import open_session, validate
+
+        validate(open_session(src, threads=1, providers=["CPUExecutionProvider"]), src)
+        shutil.copyfile(src, graph)
+    else:
+        from difftool.export.onnx_export import export_onnx
+
+        if export_opts.get("optimize"):
+            raise DifftoolError("Triton's onnxruntime backend optimises graphs itself; export without --optimize")
+        export_onnx(src, graph, **export_opts)
+    return onnx_card(graph)
+
+
+def _swap_in(staged: Path, final: Path, tmp: Path) -> None:
+    """Move ``staged`` to ``final``, replacing an existing folder (old one moved aside, then removed)."""
+    old = tmp / "old"
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(staged, final)
+    except BaseException:
+        if old.exists():
+            os.replace(old, final)
+        raise
