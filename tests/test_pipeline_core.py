@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -47,11 +48,23 @@ def test_row_equals_the_same_sprite_sampled_alone(pipe):
 
 def test_x_T_comes_from_the_seeded_noise_rows(pipe):
     """With 1 step of DDIM from alpha_bar_T the output is a known function of x_T: check x_T's seeds."""
-    out = pipe.sample(SampleRequest(n=2, sampler="ddim", steps=1, seeds=[5, 6]))
+    out = pipe.sample(SampleRequest(n=2, sampler="ddim", steps=1, seeds=[5, 6], clip=None))
     x_t = Noise([5, 6]).noise((3, 8, 8))
     ab = pipe.schedule.alpha_bar[99]
     eps = pipe.denoiser(x_t, np.full((2,), 99.0, np.float32), np.zeros((2, 5), np.float32))
-    np.testing.assert_allclose(out, (x_t - np.sqrt(1 - ab) * eps) / np.sqrt(ab), rtol=1e-5, atol=1e-5)
+    x0 = (x_t - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
+    np.testing.assert_allclose(out, x0, rtol=1e-5, atol=1e-5)
+    assert np.abs(x0).max() > 1.0  # so the default (clip to the value range) must differ:
+    clipped = pipe.sample(SampleRequest(n=2, sampler="ddim", steps=1, seeds=[5, 6]))
+    np.testing.assert_allclose(clipped, np.clip(x0, -1, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("source, expected", [("difftool", 1.0), ("course", None), ("explainingai", None)])
+def test_auto_clip_depends_on_model_source(fake_card, fake_denoiser_cls, source, expected):
+    card = dataclasses.replace(fake_card, source=source)
+    p = Pipeline(fake_denoiser_cls(card))
+    assert p.clip_value(SampleRequest()) == expected
+    assert p.clip_value(SampleRequest(clip=2.5)) == 2.5
 
 
 def test_sample_callback_and_cancel(pipe):

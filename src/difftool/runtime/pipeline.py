@@ -33,6 +33,7 @@ class SampleRequest:
     seeds: list[int] | None = None
     spacing: str | None = None
     variance: str = "posterior"
+    clip: float | str | None = "auto"  # clamp x0 estimates; "auto": to the value range for difftool models
 
 
 class Pipeline:
@@ -75,10 +76,18 @@ class Pipeline:
             raise DifftoolError(f"context must have shape ({request.n}, {k}), got {ctx.shape}")
         return ctx
 
-    @staticmethod
-    def _options(name: str, request: SampleRequest) -> dict[str, object]:
+    def clip_value(self, request: SampleRequest) -> float | None:
+        """``clip="auto"`` clamps x0 to the data range for difftool-trained models (as improved-diffusion's
+        ``clip_denoised``: it keeps the first steps of a cosine schedule, where alpha_bar ~ 1e-9 amplifies
+        eps errors ~1e4-fold, well conditioned) and leaves imported course/explainingai models unclamped,
+        as their own sampling loops are."""
+        if request.clip == "auto":
+            return float(max(abs(v) for v in self.card.value_range)) if self.card.source == "difftool" else None
+        return None if request.clip is None else float(request.clip)
+
+    def _options(self, name: str, request: SampleRequest) -> dict[str, object]:
         """The sampler-specific options a request carries."""
-        options: dict[str, object] = {}
+        options: dict[str, object] = {"clip": self.clip_value(request)}
         if request.spacing is not None:
             options["spacing"] = request.spacing
         if name == "ddim":

@@ -36,11 +36,15 @@ def dpmpp_2m(
     noise: NoiseSource,
     callback: StepCallback | None = None,
     spacing: str = "trailing",
+    clip: float | None = None,
     **options: object,
 ) -> np.ndarray:
-    """DPM-Solver++(2M) sampling from x_T (B, C, H, W); deterministic, ``noise`` is never called."""
+    """DPM-Solver++(2M) sampling from x_T (B, C, H, W); deterministic, ``noise`` is never called.
+
+    ``clip`` clamps each data prediction to +-clip (the thresholding DPM-Solver++ was designed for).
+    """
     if options:
-        raise DifftoolError(f"dpmpp_2m got unknown option(s) {sorted(options)}; it accepts spacing")
+        raise DifftoolError(f"dpmpp_2m got unknown option(s) {sorted(options)}; it accepts spacing, clip")
     steps_plan = plan(schedule, steps, spacing)
     x = np.array(x, dtype=np.float32, order="C", copy=True)  # (B, C, H, W) working sample
     tmp = np.empty_like(x)
@@ -53,6 +57,8 @@ def dpmpp_2m(
         np.multiply(eps, sigma_s, out=tmp)
         np.subtract(x, tmp, out=m0)
         m0 *= 1.0 / alpha_s  # m0 = x0 = (x - sigma_s eps) / alpha_s
+        if clip is not None:
+            np.clip(m0, -clip, clip, out=m0)
         lam_s = half_lambda(ab_s)
         if ab_t >= 1.0:  # sigma_t = 0: the first-order step returns x0 exactly
             np.copyto(x, m0)
