@@ -1,0 +1,98 @@
+"""Saving a generation: settings-bearing file names, PNG sheet, GIF animation and a sidecar JSON.
+
+The sidecar holds everything needed to regenerate any single sprite: the shared settings, each sprite's
+own seed and mix, the backend and the model card (including its ``source``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from difftool import __version__
+from difftool.tui.generation import Generation
+from difftool.tui.imaging import atomic_write, save_gif, save_png, tile
+from difftool.tui.settings import slug
+
+View = Literal["xt", "x0"]
+EXTENSIONS = (".png", ".gif", ".json")
+
+
+def base_stem(gen: Generation) -> str:
+    """``sprites_hero+food0.4_ddim_25st_g3_seed42`` (+ ``_reroll5``/``_vary5`` for edited grids)."""
+    s = gen.settings
+    stem = f"sprites_{slug(gen.mix_label())}_{s.sampler}_{s.steps}st_g{s.guidance:g}_seed{s.seed}"
+    if gen.kind != "generate":
+        stem += f"_{gen.kind}{gen.target}"
+    return stem
+
+
+def stem_for(gen: Generation, out_dir: Path) -> str:
+    """The generation's file stem: chosen once (never clobbering other files), then reused."""
+    if gen.saved_stem is None:
+        stem, k = base_stem(gen), 1
+        candidate = stem
+        while any((out_dir / f"{candidate}{ext}").exists() for ext in EXTENSIONS):
+            k += 1
+            candidate = f"{stem}-{k}"
+        gen.saved_stem = candidate
+    return gen.saved_stem
+
+
+def sidecar(gen: Generation, out_dir: Path, scale: int, view: View) -> dict[str, Any]:
+    s = gen.settings
+    card = gen.card
+    stem = stem_for(gen, out_dir)
+    files = {ext[1:]: f"{stem}{ext}" for ext in (".png", ".gif") if (out_dir / f"{stem}{ext}").exists()}
+    return {
+        "tool": "difftool",
+        "version": __version__,
+        "kind": "sprite-grid",
+        "files": files,
+        "scale": scale,
+        "view": "predicted x0" if view == "x0" else "x_t",
+        "generation": {"id": gen.id, "kind": gen.kind, "target": gen.target},
+        "settings": {
+            "mix": s.mix, "sampler": s.sampler, "steps": s.steps, "eta": s.eta, "guidance": s.guidance,
+            "seed": s.seed, "rows": s.rows, "cols": s.cols,
+        },
+        "backend": gen.backend,
+        "model": {
+            "source": card.source if card else None,
+            "path": gen.model_path,
+            "card": card.to_dict() if card else None,
+        },
+        "sprites": [
+            {"index": i, "row": i // s.cols, "col": i % s.cols, "seed": cell.seed, "mix": cell.mix}
+            for i, cell in enumerate(gen.cells)
+        ],
+        "regenerate": (
+            "sprite i = sample n=1, seeds=[sprites[i].seed], context from sprites[i].mix, "
+            "with sampler/steps/eta/guidance from settings"
+        ),
+    }
+
+
+def _write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_sheet(gen: Generation, out_dir: Path, scale: int, view: View) -> Path:
+    """Save the grid as a PNG sprite sheet (no gaps, NEAREST ``scale``) and its sidecar JSON."""
+    s = gen.settings
+    path = out_dir / f"{stem_for(gen, out_dir)}.png"
+    save_png(path, tile(gen.x0 if view == "x0" else gen.image, s.rows, s.cols), scale)
+    _write_sidecar(path.with_suffix(".json"), sidecar(gen, out_dir, scale, view))
+    return path
+
+
+def save_animation(gen: Generation, out_dir: Path, scale: int, view: View, duration_ms: int = 60) -> Path:
+    """Save the denoising animation (x_t or predicted x0 per kept step) as a GIF and its sidecar."""
+    s = gen.settings
+    frames = gen.frames_x0 if view == "x0" else gen.frames
+    path = out_dir / f"{stem_for(gen, out_dir)}.gif"
+    save_gif(path, [tile(f, s.rows, s.cols) for f in frames], duration_ms, scale)
+    _write_sidecar(path.with_suffix(".json"), sidecar(gen, out_dir, scale, view))
+    return path
