@@ -34,7 +34,14 @@ def backends_for(artifact: Path, threads: int | None = None) -> dict[str, Pipeli
     candidates = CANDIDATES.get(artifact.suffix.lower(), ())
     available = available_backends()
     usable = [name for name in candidates if available.get(name, "unknown") is None] or ["auto"]
-    return {name: functools.partial(load, artifact, backend=name, threads=threads) for name in usable}
+    factories = {name: functools.partial(load, artifact, backend=name, threads=threads) for name in usable}
+    # An artifact shipped beside its checkpoint (the bundled model) also runs on the PyTorch backends.
+    sibling = artifact.with_suffix(".safetensors")
+    if artifact.suffix.lower() == ".onnx" and sibling.is_file():
+        for name in CANDIDATES[".safetensors"]:
+            if available.get(name, "unknown") is None:
+                factories[name] = functools.partial(load, sibling, backend=name, threads=threads)
+    return factories
 
 
 def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | Path = ".",
@@ -42,7 +49,13 @@ def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | P
     """Run the sprite TUI on ``artifact``. ``settings`` are :func:`difftool.tui.run_tui` keywords."""
     from difftool.tui import run_tui
 
+    from difftool.runtime.artifact import read_card
+
     path = Path(artifact)
     if not path.is_file():
         raise DifftoolError(f"model file not found: {path}")
+    card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
+    if card.conditional and card.class_names:
+        settings.setdefault("mix", card.class_names[0])
+        settings.setdefault("guidance", 2.0)
     run_tui(backends_for(path, threads), output_dir=out_dir, **settings)
