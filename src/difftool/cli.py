@@ -319,6 +319,45 @@ def tui(
     launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir)
 
 
+# -- eval -------------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_(
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
+    data: Annotated[list[Path] | None, typer.Option(help="real sprite folder(s) for FID/duplicates "
+                                                        "(default: ../shared/data dawnlike + kenney)")] = None,
+    per_class: Annotated[int | None, typer.Option(min=2, help="samples per class and configuration")] = None,
+    quick: Annotated[bool, typer.Option(help="3 fast configurations, 16 per class")] = False,
+    ddpm: Annotated[bool, typer.Option(help="include full-step DDPM (slow: every timestep)")] = True,
+    seed: _Seed = 0, backend: _Backend = "auto", threads: _Threads = None, json_out: _Json = False,
+):
+    """Judge class-conditioned samples: accuracy per class, FID, diversity, duplicates (table + JSON)."""
+    from difftool.eval.report import DEFAULT_CONFIGS, DEFAULT_PER_CLASS, QUICK_CONFIGS, QUICK_PER_CLASS
+    from difftool.eval.report import evaluate, render_table
+
+    console = _stderr()
+    pipe = _load_pipeline(artifact, backend, threads)
+    if not pipe.card.conditional:
+        raise DifftoolError("difftool eval judges class-conditioned samples; this model is unconditional")
+    configs = [dict(c) for c in (QUICK_CONFIGS if quick else DEFAULT_CONFIGS)]
+    if not ddpm:
+        configs = [c for c in configs if c["sampler"] != "ddpm"]
+    per_class = per_class or (QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("eval", total=1.0)
+        report = evaluate(pipe, data=[str(p) for p in data] if data else None, configs=configs,
+                          per_class=per_class, seed=seed,
+                          progress=lambda p: bar.update(task, completed=p.fraction, description=p.label))
+    if json_out:
+        print(report.to_json())
+    else:
+        console.print(render_table(report))
+
+
 def main() -> None:
     """Console entry point: user errors become one red line on stderr and exit code 1."""
     try:
