@@ -139,3 +139,31 @@ def test_tensorrt_export_without_tensorrt_is_a_clear_error(ckpt, tmp_path):
     assert proc.returncode == 1
     assert "tensorrt" in _one_line_error(proc).lower()
     assert not out.exists()
+
+
+def test_bench_json_on_stdout_table_on_stderr_and_skips_with_reason(ckpt):
+    pytest.importorskip("onnxscript")
+    onnx_path = ckpt.with_suffix(".onnx")
+    if not onnx_path.exists():
+        proc = difftool("export", ckpt, "-o", onnx_path)
+        assert proc.returncode == 0, proc.stderr
+    proc = difftool("bench", onnx_path, "--batch", "1,2", "--steps", "3", "--repeats", "1", "--threads", "1",
+                    "--backend", "ort,torch,trt", "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    rows = {(r["backend"], r["batch"]) for r in record["results"]}
+    assert rows == {("ort-cpu", 1), ("ort-cpu", 2), ("torch-cpu", 1), ("torch-cpu", 2)}
+    for row in record["results"]:
+        assert row["unet_steps_per_s"] > 0 and row["loop"]["median_s"] > 0
+    assert [s["backend"] for s in record["skipped"]] == ["tensorrt"]
+    assert record["skipped"][0]["reason"]
+    assert record["threads"]["requested"] == 1 and record["steps"] == 3
+    assert "difftool bench" in proc.stderr and "skip" in proc.stderr
+
+
+def test_bench_usage_and_user_errors(ckpt, tmp_path):
+    assert difftool("bench", ckpt, "--batch", "0").returncode == 2
+    assert difftool("bench", ckpt, "--batch", "a,b").returncode == 2
+    assert difftool("bench", ckpt, "--backend", "quantum").returncode == 2
+    proc = difftool("bench", tmp_path / "missing.onnx")
+    assert proc.returncode == 1 and "not found" in _one_line_error(proc)

@@ -319,6 +319,57 @@ def tui(
     launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir)
 
 
+# -- bench ------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"expected positive integers separated by commas, e.g. 1,16,64; got {text!r}",
+                                 param_hint=flag)
+    return values
+
+
+@app.command()
+def bench(
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
+    sampler: _Sampler = "ddim",
+    steps: Annotated[int, typer.Option(min=1, help="sampling steps of the timed loop")] = 25,
+    batch: Annotated[str, typer.Option(help="batch sizes, comma separated")] = "1,16,64",
+    backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt "
+                                              "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda)")] = "ort,torch",
+    threads: _Threads = None,
+    repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
+    guidance: Annotated[float, typer.Option(help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
+    json_out: _Json = False,
+):
+    """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
+    from difftool.bench.run import canonical_backend
+
+    batches = _int_list(batch, "--batch")
+    backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
+    for name in backends:
+        try:
+            canonical_backend(name)
+        except DifftoolError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backend") from None
+    if not backends:
+        raise typer.BadParameter("give at least one backend", param_hint="--backend")
+    from difftool.bench.run import run_bench
+    from difftool.bench.table import render_table, to_json
+
+    console = _stderr()
+    result = run_bench(artifact if artifact is not None else bundled_model(), sampler=sampler, steps=steps,
+                       batches=batches, backends=backends, threads=threads, repeats=repeats,
+                       guidance=guidance, console=console)
+    console.print(render_table(result))
+    if json_out:
+        print(to_json(result))
+
+
 # -- eval -------------------------------------------------------------------------------------------
 
 

@@ -37,8 +37,9 @@ def ddim(
     """DDIM: x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z (eq. 12).
 
     ``x`` is x_T (B, C, H, W) and is not modified. ``eta = 0`` is deterministic; noise is drawn only
-    on steps where sigma > 0. ``clip`` clamps the x0 estimate to +-clip (eps is not recomputed, as in
-    diffusers). Returns the final sample (B, C, H, W) float32.
+    on steps where sigma > 0. ``clip`` clamps the x0 estimate to +-clip and recomputes eps from
+    the clamped x0 (as improved-diffusion does; diffusers' ``use_clipped_model_output=True``), so the
+    update stays consistent with x_t. Returns the final sample (B, C, H, W) float32.
     """
     if options:
         raise DifftoolError(f"ddim got unknown option(s) {sorted(options)}; it accepts eta, spacing, clip")
@@ -62,7 +63,13 @@ def ddim(
             x0 *= 1.0 / sqrt_ab
             if clip is not None:
                 np.clip(x0, -clip, clip, out=x0)
-            np.multiply(eps, c_eps, out=tmp)
+                # Direction from the eps consistent with the clipped x0 (improved-diffusion's DDIM;
+                # diffusers' use_clipped_model_output): eps' = (x - sqrt(ab) x0) / sqrt(1 - ab).
+                np.multiply(x0, sqrt_ab, out=tmp)
+                np.subtract(x, tmp, out=tmp)
+                tmp *= c_eps / sqrt_1m_ab
+            else:
+                np.multiply(eps, c_eps, out=tmp)
             np.multiply(x0, sqrt_ab_prev, out=x)
         else:
             # Same update with x0 folded in: x_prev = k_x x + k_eps eps (three array passes).
