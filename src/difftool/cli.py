@@ -384,8 +384,14 @@ def eval_(
     seed: _Seed = 0, backend: _Backend = "auto", threads: _Threads = None, json_out: _Json = False,
 ):
     """Judge class-conditioned samples: accuracy per class, FID, diversity, duplicates (table + JSON)."""
-    from difftool.eval.report import DEFAULT_CONFIGS, DEFAULT_PER_CLASS, QUICK_CONFIGS, QUICK_PER_CLASS
-    from difftool.eval.report import evaluate, render_table
+    from difftool.eval.report import (
+        DEFAULT_CONFIGS,
+        DEFAULT_PER_CLASS,
+        QUICK_CONFIGS,
+        QUICK_PER_CLASS,
+        evaluate,
+        render_table,
+    )
 
     console = _stderr()
     pipe = _load_pipeline(artifact, backend, threads)

@@ -47,9 +47,8 @@ def backends_for(artifact: Path, threads: int | None = None) -> dict[str, Pipeli
 def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | Path = ".",
            **settings: Any) -> None:
     """Run the sprite TUI on ``artifact``. ``settings`` are :func:`difftool.tui.run_tui` keywords."""
-    from difftool.tui import run_tui
-
     from difftool.runtime.artifact import read_card
+    from difftool.tui import run_tui
 
     path = Path(artifact)
     if not path.is_file():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from difftool.errors import DifftoolError
 from difftool.train.datasets.base import ImageDataset, composite_over_black, concat, read_rgba, to_signed
