@@ -1,4 +1,7 @@
-"""Static int8 quantisation (QDQ, per-channel S8S8, Conv only) calibrated on real noisy inputs.
+"""Static int8 quantisation (QDQ, per-channel U8S8 with reduced range, Conv only) on real noisy inputs.
+
+U8S8 (uint8 activations, int8 weights) with 7-bit weights (``reduce_range``) is what ORT's x86 kernels
+run fastest without VNNI: S8S8 measured 1.64x PyTorch eager at batch 16 here, U8S8 + reduce_range ~2.2x.
 
 Calibration feeds are what the denoiser sees while sampling: ``x_t = sqrt(ab) x0 + sqrt(1 - ab) noise``
 at timesteps drawn over the whole schedule, with one-hot / zero / mixed contexts. ``x0`` comes from real
@@ -19,7 +22,8 @@ from difftool.export.metadata import get_props, pin_ir_version, save_single_file
 from difftool.export.parity import mixed_contexts
 from difftool.runtime.schedules import make_schedule
 
-QUANT_NOTE = "static QDQ int8 (S8S8, per-channel weights, Conv only, MinMax calibration on noisy inputs)"
+QUANT_NOTE = ("static QDQ int8 (U8S8, reduce_range, per-channel weights, Conv only, "
+              "MinMax calibration on noisy inputs)")
 
 
 def as_x0(images: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -124,7 +128,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[
             notes.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantised without it")
             pre = Path(fp32_path)
         quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
                         op_types_to_quantize=["Conv"])
         model = onnx.load(str(q))
     set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTE})

@@ -64,13 +64,22 @@ def timesteps(schedule: Schedule, steps: int, spacing: str) -> np.ndarray:
 
 
 def plan(schedule: Schedule, steps: int, spacing: str) -> list[PlanStep]:
-    """The (t, prev, alpha_bar_t, alpha_bar_prev) of every step, prev taken from the list itself."""
-    ts = timesteps(schedule, steps, spacing).tolist()
-    prevs = ts[1:] + [schedule.t_min - 1]
-    return [
-        PlanStep(t, p, max(schedule.ab(t), AB_FLOOR), schedule.ab(p))
-        for t, p in zip(ts, prevs, strict=True)
-    ]
+    """The (t, prev, alpha_bar_t, alpha_bar_prev) of every step, prev taken from the list itself.
+
+    Plans are cached on the (frozen) schedule per (steps, spacing): building one costs more than a
+    DDIM step's arithmetic, and interactive use asks for the same plan again and again.
+    """
+    cache = schedule.__dict__.setdefault("_plan_cache", {})  # frozen dataclass: not a field, not compared
+    key = (_check_steps(steps, schedule.t_max - schedule.t_min + 1), spacing)
+    cached = cache.get(key)
+    if cached is None:
+        ts = timesteps(schedule, steps, spacing).tolist()
+        prevs = ts[1:] + [schedule.t_min - 1]
+        cached = cache[key] = tuple(
+            PlanStep(t, p, max(schedule.ab(t), AB_FLOOR), schedule.ab(p))
+            for t, p in zip(ts, prevs, strict=True)
+        )
+    return list(cached)
 
 
 def _check_steps(steps: int, n_valid: int) -> int:

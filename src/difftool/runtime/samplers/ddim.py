@@ -9,6 +9,7 @@ import numpy as np
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import EpsFn, Step, StepCallback
 from difftool.runtime.noise import NoiseSource
+from difftool.runtime.samplers._ops import clip_
 from difftool.runtime.schedules import Schedule
 from difftool.runtime.timesteps import plan
 
@@ -62,7 +63,7 @@ def ddim(
             np.subtract(x, tmp, out=x0)
             x0 *= 1.0 / sqrt_ab
             if clip is not None:
-                np.clip(x0, -clip, clip, out=x0)
+                clip_(x0, clip)
                 # Direction from the eps consistent with the clipped x0 (improved-diffusion's DDIM;
                 # diffusers' use_clipped_model_output): eps' = (x - sqrt(ab) x0) / sqrt(1 - ab).
                 np.multiply(x0, sqrt_ab, out=tmp)

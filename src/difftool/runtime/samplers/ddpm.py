@@ -9,6 +9,7 @@ import numpy as np
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import EpsFn, Step, StepCallback
 from difftool.runtime.noise import NoiseSource
+from difftool.runtime.samplers._ops import clip_
 from difftool.runtime.schedules import Schedule
 from difftool.runtime.timesteps import PlanStep, plan
 
@@ -69,7 +70,7 @@ def ddpm(
             np.subtract(x, tmp, out=x0)
             x0 *= 1.0 / math.sqrt(step.ab_t)
             if clip is not None:
-                np.clip(x0, -clip, clip, out=x0)
+                clip_(x0, clip)
                 # eps recomputed from the clipped x0: tmp = x - sqrt(ab) x0 = sqrt(1-ab) eps'
                 np.multiply(x0, math.sqrt(step.ab_t), out=tmp)
                 np.subtract(x, tmp, out=tmp)

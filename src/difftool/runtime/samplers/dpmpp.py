@@ -18,6 +18,7 @@ import numpy as np
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import EpsFn, Step, StepCallback
 from difftool.runtime.noise import NoiseSource
+from difftool.runtime.samplers._ops import clip_
 from difftool.runtime.schedules import Schedule
 from difftool.runtime.timesteps import plan
 
@@ -58,7 +59,7 @@ def dpmpp_2m(
         np.subtract(x, tmp, out=m0)
         m0 *= 1.0 / alpha_s  # m0 = x0 = (x - sigma_s eps) / alpha_s
         if clip is not None:
-            np.clip(m0, -clip, clip, out=m0)
+            clip_(m0, clip)
         lam_s = half_lambda(ab_s)
         if ab_t >= 1.0:  # sigma_t = 0: the first-order step returns x0 exactly
             np.copyto(x, m0)
