@@ -103,6 +103,33 @@ def test_ddim_matches_diffusers(spacing, eta, n):
     assert max_abs(fast, expected) < 1e-5
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_clip_matches_diffusers_clipped_model_output(eta):
+    """With clip, x0 is clamped and eps re-derived from it (diffusers' use_clipped_model_output=True).
+    n divides T: diffusers steps to t - T // n, which is the next list entry only then."""
+    clip, n = 1.0, 10
+    zs = tape(n)
+    ref = diffusers.DDIMScheduler(clip_sample=True, clip_sample_range=clip, set_alpha_to_one=True,
+                                  timestep_spacing="trailing")
+    ref.set_timesteps(n)
+    sample, ref_x0 = torch.from_numpy(x_T()), []
+    for i, t in enumerate(ref.timesteps):
+        eps = torch.from_numpy(dummy_eps(sample.numpy(), int(t)))
+        out = ref.step(eps, t, sample, eta=eta, use_clipped_model_output=True,
+                       variance_noise=torch.from_numpy(zs[i]) if eta > 0 else None)
+        sample = out.prev_sample
+        ref_x0.append(out.pred_original_sample.numpy())
+    x0s = []
+    ours = ddim(dummy_eps, x_T(), like_diffusers(ref), steps=n, noise=Tape(zs), eta=eta, spacing="trailing",
+                clip=clip, callback=lambda s: x0s.append(s.x0.copy()))
+    assert max(float(np.abs(x0).max()) for x0 in x0s) == pytest.approx(clip)  # clipping was active
+    assert max(max_abs(a, b) for a, b in zip(x0s, ref_x0, strict=True)) < 1e-5
+    assert max_abs(ours, sample.numpy()) < 1e-4
+    # without the eps re-derivation the result would differ: the test can fail
+    plain = ddim(dummy_eps, x_T(), like_diffusers(ref), steps=n, noise=Tape(zs), eta=eta, spacing="trailing")
+    assert max_abs(plain, sample.numpy()) > 1e-3
+
+
 def reference_ddim(schedule: Schedule, ts: np.ndarray, eta: float, zs: list[np.ndarray]) -> np.ndarray:
     """Plain float64 DDIM eq. 12, with prev = the next entry of the list (1 past the end)."""
     x = x_T().astype(np.float64)
