@@ -266,3 +266,37 @@ def test_unknown_precision_is_rejected(ckpts, tmp_path):
     with pytest.raises(DifftoolError, match="unknown precision"):
         export_onnx(ckpts["tiny"], tmp_path / "x.onnx", precision="int4")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_fp16_stored_weights_halve_the_file_and_run_like_rounded_fp32(exported, tmp_path):
+    """export.compact: fp16 initializers + Cast, folded back to fp32 by onnxruntime at load time."""
+    import onnx
+    from onnx import numpy_helper
+
+    from difftool.export.compact import store_weights_fp16
+    from difftool.export.metadata import save_single_file
+    from difftool.runtime.backends.ort import OrtDenoiser
+
+    src = exported["course"].path
+    model = onnx.load(str(src))
+    rounded = onnx.load(str(src))
+    for init in rounded.graph.initializer:  # the reference: same graph, weights rounded through fp16
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= 256:
+            init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), init.name))
+    n = store_weights_fp16(model)
+    assert n > 0
+    compact, ref = tmp_path / "compact.onnx", tmp_path / "rounded.onnx"
+    save_single_file(model, compact)
+    save_single_file(rounded, ref)
+    assert compact.stat().st_size < 0.75 * src.stat().st_size  # small test model: many tensors stay fp32
+    rng = np.random.default_rng(0)
+    card = OrtDenoiser(compact, threads=1).card  # the card survives (metadata untouched)
+    x = rng.standard_normal((3, card.channels, card.image_size, card.image_size), dtype=np.float32)
+    t = np.array([0.1, 0.5, 0.9], dtype=np.float32)
+    ctx = np.eye(card.num_classes, dtype=np.float32)[[0, 1, 2]]
+    a = OrtDenoiser(compact, threads=1)(x, t, ctx).copy()
+    b = OrtDenoiser(ref, threads=1)(x, t, ctx)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    full = OrtDenoiser(src, threads=1)(x, t, ctx)
+    assert 0 < float(np.abs(a - full).max()) < 5e-2  # rounding is real but small

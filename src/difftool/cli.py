@@ -99,6 +99,8 @@ def info(
                   f"{s.convention} convention, network time = {s.time_input}")
     table.add_row("prediction", card.prediction)
     table.add_row("model config", ", ".join(f"{k}={v}" for k, v in card.model.__dict__.items()))
+    table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in ("sampler", "steps", "eta", "guidance"))
+                  + ("" if card.sampling else " (generic defaults)"))
     if card.training:
         table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
     if card.credit:
@@ -177,10 +179,10 @@ class _step_progress:
 _Class = Annotated[str | None, typer.Option("--class", "-c", help="class name or index (e.g. hero)")]
 _Mix = Annotated[str | None, typer.Option(help="mixed context, e.g. hero=0.5,food=0.5 (the course's mixtures)")]
 _N = Annotated[int, typer.Option("--n", "-n", min=1, max=1024, help="number of samples")]
-_Sampler = Annotated[str, typer.Option(help=SAMPLER_HELP)]
-_Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: 25; ddpm: all)")]
-_Eta = Annotated[float, typer.Option(min=0.0, help="DDIM eta (0 = deterministic)")]
-_Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default 2 with a class)")]
+_Sampler = Annotated[str | None, typer.Option(help=SAMPLER_HELP + " (default: the model's, else ddim)")]
+_Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the model's, else 25; ddpm: all)")]
+_Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic; default: the model's, else 0)")]
+_Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default with a class: the model's, else 2)")]
 _Seed = Annotated[int, typer.Option(help="seed of sample 0 (sample i uses seed + i)")]
 _Spacing = Annotated[str | None, typer.Option(help="timestep spacing: trailing | leading | linspace")]
 _Out = Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write")]
@@ -201,7 +203,7 @@ def _check_choice(value, choices, flag):
 def generate(
     artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
     class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
-    sampler: _Sampler = "ddim", steps: _Steps = None, eta: _Eta = 0.0, guidance: _Guidance = None,
+    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
     seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("out.png"), gif: _Gif = None,
     gif_frames: _GifFrames = "x0", scale: _Scale = 4, backend: _Backend = "auto", threads: _Threads = None,
     json_out: _Json = False,
@@ -218,7 +220,7 @@ def generate(
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint: difftool .safetensors, course or explainingai .pth")],
     class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
-    sampler: _Sampler = "ddim", steps: _Steps = None, eta: _Eta = 0.0, guidance: _Guidance = None,
+    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
     seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("samples.png"), gif: _Gif = None,
     gif_frames: _GifFrames = "x0", scale: _Scale = 4, device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     threads: _Threads = None, json_out: _Json = False,
@@ -233,38 +235,42 @@ def sample(
 @app.command()
 def demo(
     per_class: Annotated[int, typer.Option(min=1, max=16, help="sprites per row")] = 8,
-    steps: Annotated[int, typer.Option(min=1)] = 25,
-    guidance: Annotated[float, typer.Option()] = 2.0,
+    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
     seed: _Seed = 0, out: _Out = Path("demo.png"), scale: _Scale = 4, threads: _Threads = None,
     mix: Annotated[str, typer.Option(help="context of the extra mixed row")] = "hero=0.5,creature=0.5",
 ):
     """Generate one row of sprites per class plus a mixed-context row with the bundled model (no torch)."""
+    import dataclasses
+
     import numpy as np
 
     from difftool import generate as gen_mod
     from difftool.render import halfblock_text, truecolor_hint
     from difftool.runtime.images import grid, save_png
-    from difftool.runtime.pipeline import SampleRequest
 
     console = _stderr()
     pipe = _load_pipeline(None, "auto", threads)
     card = pipe.card
     ctx, _ = pipe.contexts_per_class(per_class)
     ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
-    request = SampleRequest(n=len(ctx), context=ctx, sampler="ddim", steps=steps, guidance=guidance, seed=seed)
-    with _step_progress(console, steps) as advance:
+    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    base = gen_mod.build_request(pipe, n=len(ctx), class_name=card.class_names[0], mix=None, sampler=sampler,
+                                 steps=steps, eta=eta, guidance=guidance, seed=seed)
+    request = dataclasses.replace(base, context=ctx)
+    with _step_progress(console, request.steps) as advance:
         result = gen_mod.run(pipe, request, nrow=per_class, progress=advance)
     labels = [*card.class_names, f"mix {mix}"]
     out_console = _stdout_console()
+    fit = max(1, (out_console.width - 1) // (card.image_size + 1))  # sprites per terminal line
     for row, label in enumerate(labels):
         sprites = result.images[row * per_class:(row + 1) * per_class]
         out_console.print(f"[bold]{label}[/]")
-        out_console.print(halfblock_text(grid(sprites, nrow=per_class), scale=1))
+        out_console.print(halfblock_text(grid(sprites, nrow=min(per_class, fit)), scale=1))
     save_png(out, grid(result.images, nrow=per_class), scale=scale)
     hint = truecolor_hint()
     if hint:
         console.print(f"[yellow]note:[/] {hint}")
-    console.print(f"[green]wrote[/] {out}: {len(ctx)} sprites, DDIM-{steps}, guidance {guidance}, "
+    console.print(f"[green]wrote[/] {out}: {len(ctx)} sprites, {gen_mod.describe(request)}, "
                   f"{result.seconds:.2f} s ({result.steps_per_s:.1f} U-Net steps/s, {pipe.denoiser.name})")
     if card.credit:
         console.print(f"[dim]{card.credit}[/]")

@@ -143,6 +143,9 @@ class ModelCard:
     credit: str = ""
     license: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    # Recommended sampling defaults of this model (any of sampler, steps, eta, guidance); the CLI, TUI,
+    # demo and eval use them wherever the user does not choose. Empty: the generic defaults below.
+    sampling: dict[str, Any] = field(default_factory=dict)
     version: int = CARD_VERSION
 
     # -- derived -------------------------------------------------------------------------------
@@ -166,6 +169,15 @@ class ModelCard:
     def supports_guidance(self) -> bool:
         """Guidance needs an unconditional branch: zeros context means 'no class' for both archs."""
         return self.conditional
+
+    def recommended(self, key: str) -> Any:
+        """The model's recommended sampling setting ``key`` (sampler, steps, eta, guidance), else the
+        generic default: DDIM, 25 steps, eta 0, guidance 2 for class-conditional models (1 otherwise)."""
+        generic = {"sampler": "ddim", "steps": 25, "eta": 0.0,
+                   "guidance": 2.0 if self.supports_guidance else 1.0}
+        if key not in generic:
+            raise KeyError(key)
+        return self.sampling.get(key, generic[key])
 
     def class_index(self, name: str) -> int:
         if name in self.class_names:

@@ -32,13 +32,28 @@ class Generation:
 
 
 def default_guidance(pipe: Pipeline, context_given: bool) -> float:
-    return 2.0 if (context_given and pipe.card.supports_guidance) else 1.0
+    """The model's recommended guidance when a class or mix is given (no context: 1, no guidance)."""
+    return float(pipe.card.recommended("guidance")) if (context_given and pipe.card.supports_guidance) else 1.0
 
 
-def build_request(pipe: Pipeline, *, n: int, class_name: str | None, mix: str | None, sampler: str,
-                  steps: int | None, eta: float, guidance: float | None, seed: int,
+def default_eta(pipe: Pipeline, sampler: str) -> float:
+    """The model's recommended DDIM eta when DDIM is its recommended sampler, else 0 (deterministic)."""
+    from difftool.runtime.samplers import canonical_name
+
+    if canonical_name(sampler) == "ddim" == canonical_name(str(pipe.card.recommended("sampler"))):
+        return float(pipe.card.recommended("eta"))
+    return 0.0
+
+
+def build_request(pipe: Pipeline, *, n: int, class_name: str | None, mix: str | None, sampler: str | None,
+                  steps: int | None, eta: float | None, guidance: float | None, seed: int,
                   spacing: str | None = None) -> SampleRequest:
-    """Validate the user's choices against the model and build the request."""
+    """Validate the user's choices against the model and build the request; ``None`` means the model's
+    recommended setting (``ModelCard.recommended``)."""
+    if sampler is None:
+        sampler = str(pipe.card.recommended("sampler"))
+    if eta is None:
+        eta = default_eta(pipe, sampler)
     if class_name and mix:
         raise DifftoolError("give either --class or --mix, not both")
     spec = mix or class_name or ""
@@ -49,9 +64,19 @@ def build_request(pipe: Pipeline, *, n: int, class_name: str | None, mix: str | 
         raise DifftoolError("this model is unconditional: classifier-free guidance needs a class-conditional "
                             "model; drop --guidance")
     if steps is None:
-        steps = pipe.card.schedule.num_timesteps if sampler == "ddpm" else 25
+        steps = pipe.card.schedule.num_timesteps if sampler == "ddpm" else int(pipe.card.recommended("steps"))
     return SampleRequest(n=n, context=context, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
                          seed=seed, spacing=spacing)
+
+
+def describe(request: SampleRequest) -> str:
+    """E.g. ``DDIM-25 (eta 1), guidance 4``."""
+    from difftool.runtime.samplers import canonical_name
+
+    name = {"ddim": "DDIM", "ddpm": "DDPM", "dpmpp_2m": "DPM++(2M)"}.get(canonical_name(request.sampler),
+                                                                        request.sampler)
+    eta = f" (eta {request.eta:g})" if canonical_name(request.sampler) == "ddim" and request.eta else ""
+    return f"{name}-{request.steps}{eta}, guidance {request.guidance:g}"
 
 
 def run(pipe: Pipeline, request: SampleRequest, *, nrow: int, frames: str | None = None,

@@ -39,19 +39,23 @@ from difftool.eval.metrics import (
     nearest_train_rms,
 )
 
+# "default": the model's recommended setting (ModelCard.recommended: its card's ``sampling``, else DDIM-25,
+# eta 0, guidance 2), so the first row is what `difftool generate` / the TUI / the demo produce.
+D = "default"
 DEFAULT_CONFIGS: tuple[dict[str, Any], ...] = (
-    {"sampler": "ddim", "steps": 25, "guidance": 2.0, "eta": 0.0},  # the default sampling settings
-    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": 0.0},
-    {"sampler": "ddim", "steps": 25, "guidance": 4.0, "eta": 0.0},
-    {"sampler": "ddim", "steps": 10, "guidance": 2.0, "eta": 0.0},
-    {"sampler": "ddim", "steps": 50, "guidance": 2.0, "eta": 0.0},
-    {"sampler": "dpmpp_2m", "steps": 12, "guidance": 2.0, "eta": 0.0},
-    {"sampler": "ddpm", "steps": None, "guidance": 2.0, "eta": 0.0},  # None: every timestep of the schedule
+    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": D},  # the default sampling settings
+    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": 0.0},  # deterministic DDIM
+    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": D},
+    {"sampler": "ddim", "steps": 25, "guidance": 2.0, "eta": D},
+    {"sampler": "ddim", "steps": 10, "guidance": D, "eta": D},
+    {"sampler": "ddim", "steps": 50, "guidance": D, "eta": D},
+    {"sampler": "dpmpp_2m", "steps": 12, "guidance": D, "eta": 0.0},
+    {"sampler": "ddpm", "steps": None, "guidance": D, "eta": 0.0},  # None: every timestep of the schedule
 )
 QUICK_CONFIGS: tuple[dict[str, Any], ...] = (
-    {"sampler": "ddim", "steps": 25, "guidance": 2.0, "eta": 0.0},
-    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": 0.0},
-    {"sampler": "dpmpp_2m", "steps": 12, "guidance": 2.0, "eta": 0.0},
+    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": D},
+    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": D},
+    {"sampler": "dpmpp_2m", "steps": 12, "guidance": D, "eta": 0.0},
 )
 DEFAULT_PER_CLASS = 64
 QUICK_PER_CLASS = 16
@@ -152,6 +156,13 @@ class _Config:
     eta: float
 
 
+def _recommended(card: Any, key: str) -> Any:
+    """``card.recommended(key)``; the generic defaults for card-like objects without it."""
+    if hasattr(card, "recommended"):
+        return card.recommended(key)
+    return {"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance": 2.0}[key]
+
+
 def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Config]:
     from difftool.runtime.samplers import canonical_name
 
@@ -162,6 +173,7 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
             raise DifftoolError(
                 f"unknown eval setting(s) {sorted(unknown)}; use sampler, steps, guidance, eta"
             )
+        raw = {k: (_recommended(card, k) if v == D else v) for k, v in raw.items()}
         sampler = canonical_name(str(raw.get("sampler", "ddim")))
         steps = raw.get("steps")
         if steps in (None, "full", "all"):

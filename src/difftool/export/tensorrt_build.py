@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from difftool.errors import DifftoolError
-from difftool.export.metadata import atomic_write
+from difftool.fileio import atomic_write
 
 BUILD_HINT = "TensorRT export"
 

@@ -8,8 +8,6 @@ key names, and their hyper-parameters are recovered from tensor shapes.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from difftool.config import (
     UnetConfig,
 )
 from difftool.errors import DifftoolError
+from difftool.fileio import atomic_write
 
 COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 COURSE_KEYS = ("init_conv.conv1.0.weight", "up0.0.weight", "contextembed1.model.0.weight")
@@ -38,21 +37,6 @@ class LoadedModel:
 
 
 # -- writing -----------------------------------------------------------------------------------------
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save(path: str | Path, module: nn.Module, card: ModelCard) -> Path:
@@ -107,7 +91,7 @@ def _read_safetensors(path: Path):
     if CARD_KEY not in meta:
         raise DifftoolError(
             f"{path} has no difftool metadata; it was not written by difftool. "
-            "Convert a bare state dict with `difftool import` or train with `difftool train`."
+            "Course and explainingai .pth state dicts load as they are; train with `difftool train`."
         )
     return state, ModelCard.from_json(meta[CARD_KEY])
 

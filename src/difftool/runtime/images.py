@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,18 +84,15 @@ def _to_pil(array: np.ndarray, scale: int) -> Any:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Write via a temp file in the same folder, then ``os.replace`` it onto ``path``."""
+    """Write through a binary file object to a temp file beside ``path``, then rename it into place."""
+    from difftool.fileio import atomic_write
+
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise DifftoolError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; give the usual permissions of a new file
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    return path
+
+    return atomic_write(path, to_file)

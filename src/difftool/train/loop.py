@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 from difftool.config import ModelCard, ScheduleConfig
 from difftool.errors import DifftoolError
+from difftool.fileio import atomic_write
 from difftool.models import build
-from difftool.models.checkpoint import atomic_write, save
+from difftool.models.checkpoint import save
 from difftool.models.presets import DEFAULT_FOR_DATASET, preset
 from difftool.runtime.schedules import make_schedule
 

@@ -6,13 +6,13 @@ saved files always come from the raw arrays, never from what the terminal shows.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from difftool.fileio import atomic_write
 
 
 def to_uint8(x: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -50,19 +50,6 @@ def upscale(image: np.ndarray, scale: int) -> np.ndarray:
 
 def _pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file beside ``path`` and rename it into place (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_png(path: Path, image: np.ndarray, scale: int = 1) -> None:

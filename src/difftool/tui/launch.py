@@ -56,5 +56,8 @@ def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | P
     card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
     if card.conditional and card.class_names:
         settings.setdefault("mix", card.class_names[0])
-        settings.setdefault("guidance", 2.0)
+        settings.setdefault("guidance", float(card.recommended("guidance")))
+    settings.setdefault("sampler", str(card.recommended("sampler")))
+    settings.setdefault("steps", int(card.recommended("steps")))
+    settings.setdefault("eta", float(card.recommended("eta")))
     run_tui(backends_for(path, threads), output_dir=out_dir, **settings)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from difftool import __version__
+from difftool.fileio import atomic_write
 from difftool.tui.generation import Generation
-from difftool.tui.imaging import atomic_write, save_gif, save_png, tile
+from difftool.tui.imaging import save_gif, save_png, tile
 from difftool.tui.settings import slug
 
 View = Literal["xt", "x0"]
