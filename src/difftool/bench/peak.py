@@ -49,6 +49,18 @@ def blas_threads(threads: int | None) -> Iterator[str]:
         yield name
 
 
+def _best_gflops(matmul, n: int, repeats: int) -> float:
+    """GFLOP/s of the fastest of ``repeats`` timed calls of an n x n x n ``matmul`` (after one warm-up
+    call: thread pool start, page faults)."""
+    matmul()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmul()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
 def measure_peak(threads: int | None = None, sizes: tuple[int, ...] = SIZES, repeats: int = 5,
                  seed: int = 0) -> Peak:
     """Best sgemm GFLOP/s with ``threads`` BLAS threads (None: the library's default)."""
@@ -60,13 +72,7 @@ def measure_peak(threads: int | None = None, sizes: tuple[int, ...] = SIZES, rep
             a = rng.standard_normal((n, n), dtype=np.float32)
             b = rng.standard_normal((n, n), dtype=np.float32)
             out = np.empty((n, n), dtype=np.float32)
-            np.matmul(a, b, out=out)  # warm-up: thread pool start, page faults
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                np.matmul(a, b, out=out)
-                best = min(best, time.perf_counter() - t0)
-            by_size[n] = 2.0 * n**3 / best / 1e9
+            by_size[n] = _best_gflops(lambda: np.matmul(a, b, out=out), n, repeats)  # noqa: B023
     return Peak(max(by_size.values()), threads, by_size, blas, time.perf_counter() - start)
 
 
@@ -82,12 +88,6 @@ def measure_torch_peak(threads: int, sizes: tuple[int, ...] = SIZES, repeats: in
     for n in sizes:
         a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
         out = torch.empty(n, n)
-        torch.mm(a, b, out=out)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = min(best, time.perf_counter() - t0)
-        by_size[n] = 2.0 * n**3 / best / 1e9
+        by_size[n] = _best_gflops(lambda: torch.mm(a, b, out=out), n, repeats)  # noqa: B023
     return Peak(max(by_size.values()), threads, by_size, f"torch {torch.__version__} mm",
                 time.perf_counter() - start)
