@@ -145,7 +145,7 @@ def _generate(path, backend, threads, class_name, mix, n, nrow, sampler, steps, 
         result = gen_mod.run(pipe, request, nrow=nrow, frames=gif_frames if gif else None, progress=advance)
     written = gen_mod.write_outputs(result, nrow=nrow, png=out, gif=gif, scale=scale)
     summary = {"artifact": str(path or "bundled"), "backend": pipe.denoiser.name, "n": n,
-               "sampler": request.sampler, "steps": request.steps, "guidance": request.guidance,
+               "sampler": request.sampler, "steps": request.steps, "eta": request.eta, "guidance": request.guidance,
                "seed": seed, "seconds": round(result.seconds, 4),
                "unet_steps_per_s": round(result.steps_per_s, 2), "outputs": [str(p) for p in written]}
     if json_out:
@@ -154,7 +154,8 @@ def _generate(path, backend, threads, class_name, mix, n, nrow, sampler, steps, 
         print(json.dumps(summary))
     else:
         console.print(f"[green]wrote[/] {', '.join(map(str, written))}  "
-                      f"({result.seconds:.2f} s, {result.steps_per_s:.1f} U-Net steps/s, {pipe.denoiser.name})")
+                      f"({gen_mod.describe(request)}; {result.seconds:.2f} s, {result.steps_per_s:.1f} U-Net steps/s, "
+                      f"{pipe.denoiser.name})")
 
 
 class _step_progress:
