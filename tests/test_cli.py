@@ -165,5 +165,6 @@ def test_bench_usage_and_user_errors(ckpt, tmp_path):
     assert difftool("bench", ckpt, "--batch", "0").returncode == 2
     assert difftool("bench", ckpt, "--batch", "a,b").returncode == 2
     assert difftool("bench", ckpt, "--backend", "quantum").returncode == 2
+    assert difftool("bench", ckpt, "--sampler", "euler").returncode == 2
     proc = difftool("bench", tmp_path / "missing.onnx")
     assert proc.returncode == 1 and "not found" in _one_line_error(proc)

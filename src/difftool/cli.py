@@ -241,8 +241,6 @@ def demo(
     mix: Annotated[str, typer.Option(help="context of the extra mixed row")] = "hero=0.5,creature=0.5",
 ):
     """Generate one row of sprites per class plus a mixed-context row with the bundled model (no torch)."""
-    import dataclasses
-
     import numpy as np
 
     from difftool import generate as gen_mod
@@ -255,9 +253,8 @@ def demo(
     ctx, _ = pipe.contexts_per_class(per_class)
     ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
     _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
-    base = gen_mod.build_request(pipe, n=len(ctx), class_name=card.class_names[0], mix=None, sampler=sampler,
-                                 steps=steps, eta=eta, guidance=guidance, seed=seed)
-    request = dataclasses.replace(base, context=ctx)
+    request = gen_mod.request_for(pipe, ctx, conditioned=True, sampler=sampler, steps=steps, eta=eta,
+                                  guidance=guidance, seed=seed)
     with _step_progress(console, request.steps) as advance:
         result = gen_mod.run(pipe, request, nrow=per_class, progress=advance)
     labels = [*card.class_names, f"mix {mix}"]
@@ -343,7 +340,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @app.command()
 def bench(
     artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
-    sampler: _Sampler = "ddim",
+    sampler: Annotated[str, typer.Option(help=SAMPLER_HELP + " (the timed loop)")] = "ddim",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the timed loop")] = 25,
     batch: Annotated[str, typer.Option(help="batch sizes, comma separated")] = "1,16,64",
     backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt "
@@ -356,6 +353,7 @@ def bench(
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
     from difftool.bench.run import canonical_backend
 
+    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
     batches = _int_list(batch, "--batch")
     backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
     for name in backends:

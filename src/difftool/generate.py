@@ -50,23 +50,31 @@ def build_request(pipe: Pipeline, *, n: int, class_name: str | None, mix: str | 
                   spacing: str | None = None) -> SampleRequest:
     """Validate the user's choices against the model and build the request; ``None`` means the model's
     recommended setting (``ModelCard.recommended``)."""
+    if class_name and mix:
+        raise DifftoolError("give either --class or --mix, not both")
+    spec = mix or class_name or ""
+    return request_for(pipe, pipe.context_from_spec(spec, n), conditioned=bool(spec), sampler=sampler,
+                       steps=steps, eta=eta, guidance=guidance, seed=seed, spacing=spacing)
+
+
+def request_for(pipe: Pipeline, context: np.ndarray, *, conditioned: bool, sampler: str | None,
+                steps: int | None, eta: float | None, guidance: float | None, seed: int,
+                spacing: str | None = None) -> SampleRequest:
+    """The request for the (n, K) ``context`` rows, with ``None`` settings resolved to the model's
+    recommended ones; ``conditioned`` says whether a class or mix was asked for (guidance default)."""
     if sampler is None:
         sampler = str(pipe.card.recommended("sampler"))
     if eta is None:
         eta = default_eta(pipe, sampler)
-    if class_name and mix:
-        raise DifftoolError("give either --class or --mix, not both")
-    spec = mix or class_name or ""
-    context = pipe.context_from_spec(spec, n)
     if guidance is None:
-        guidance = default_guidance(pipe, bool(spec))
+        guidance = default_guidance(pipe, conditioned)
     if guidance != 1.0 and not pipe.card.supports_guidance:
         raise DifftoolError("this model is unconditional: classifier-free guidance needs a class-conditional "
                             "model; drop --guidance")
     if steps is None:
         steps = pipe.card.schedule.num_timesteps if sampler == "ddpm" else int(pipe.card.recommended("steps"))
-    return SampleRequest(n=n, context=context, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                         seed=seed, spacing=spacing)
+    return SampleRequest(n=len(context), context=context, sampler=sampler, steps=steps, eta=eta,
+                         guidance=guidance, seed=seed, spacing=spacing)
 
 
 def describe(request: SampleRequest) -> str:

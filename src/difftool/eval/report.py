@@ -156,13 +156,6 @@ class _Config:
     eta: float
 
 
-def _recommended(card: Any, key: str) -> Any:
-    """``card.recommended(key)``; the generic defaults for card-like objects without it."""
-    if hasattr(card, "recommended"):
-        return card.recommended(key)
-    return {"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance": 2.0}[key]
-
-
 def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Config]:
     from difftool.runtime.samplers import canonical_name
 
@@ -173,7 +166,7 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
             raise DifftoolError(
                 f"unknown eval setting(s) {sorted(unknown)}; use sampler, steps, guidance, eta"
             )
-        raw = {k: (_recommended(card, k) if v == D else v) for k, v in raw.items()}
+        raw = {k: (card.recommended(k) if v == D else v) for k, v in raw.items()}
         sampler = canonical_name(str(raw.get("sampler", "ddim")))
         steps = raw.get("steps")
         if steps in (None, "full", "all"):
