@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", type=Path, help="the run's model.safetensors (EMA weights)")
     ap.add_argument("--sampling", default="{}", help="recommended sampling settings as JSON")
     ap.add_argument("--command", default="", help="the training command, recorded in the card")
+    ap.add_argument("--training", default="{}", help="JSON merged into the card's training record")
     ap.add_argument("--wall-s", type=float, default=None, help="total training wall time, recorded")
     ap.add_argument("--out-dir", type=Path, default=ASSETS)
     ap.add_argument("--name", default="sprites")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = load(args.checkpoint)
     sampling = json.loads(args.sampling)
-    training = dict(loaded.card.training)
+    training = {**loaded.card.training, **json.loads(args.training)}
     if args.command:
         training["command"] = args.command
     if args.wall_s is not None:

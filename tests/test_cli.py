@@ -106,6 +106,9 @@ def test_usage_errors_exit_2(ckpt, tmp_path):
     assert difftool("sample", ckpt, "--sampler", "euler").returncode == 2
     assert difftool("sample", ckpt, "--n", "0").returncode == 2
     assert difftool("generate", ckpt, "--bogus-flag").returncode == 2
+    proc = difftool("train", "--dataset", "digits", "--class-balance", "1.5", "--out", tmp_path / "never")
+    assert proc.returncode == 2 and "class-balance" in proc.stderr
+    assert not (tmp_path / "never").exists()
 
 
 def test_bad_artifacts_for_generate_are_one_line_exit_1(tmp_path):

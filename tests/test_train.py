@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install 'difftool[train]')")
@@ -90,3 +91,48 @@ def test_ddp_two_gloo_ranks_end_identical(tmp_path):
     assert check["world_size"] == 2
     assert len(check["digests"]) == 2 and check["digests"][0] == check["digests"][1]
     assert load(out / "model.safetensors").card.training["step"] == 5
+
+
+def test_class_weights_balance_the_classes():
+    from difftool.errors import DifftoolError
+    from difftool.train.loop import class_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    assert class_weights(labels, 0.0) is None
+    assert class_weights(np.zeros(5, dtype=np.int64), 1.0) is None  # one class: nothing to balance
+    full = class_weights(labels, 1.0).numpy()
+    assert full[:90] == pytest.approx(1 / 90) and full[90:] == pytest.approx(1 / 10)
+    share = lambda w: w[90:].sum() / w.sum()  # noqa: E731
+    assert share(full) == pytest.approx(0.5)
+    assert share(class_weights(labels, 0.5).numpy()) == pytest.approx(np.sqrt(10) / (np.sqrt(10) + np.sqrt(90)))
+    # unlabelled tiles (-1) are a group of their own
+    mixed = class_weights(np.array([-1, -1, -1, 0]), 1.0).numpy()
+    assert mixed == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+    with pytest.raises(DifftoolError, match="between 0 and 1"):
+        class_weights(labels, 1.5)
+
+
+def test_balanced_epoch_order_is_deterministic_and_balanced():
+    from difftool.train.loop import _Dist, _epoch_order, class_weights
+
+    labels = np.array([0] * 900 + [1] * 100)
+    weights = class_weights(labels, 1.0)
+    dist = _Dist(torch.device("cpu"))
+    a = _epoch_order(len(labels), 3, 7, dist, weights)
+    assert torch.equal(a, _epoch_order(len(labels), 3, 7, dist, weights))  # resumable: same order again
+    assert not torch.equal(a, _epoch_order(len(labels), 3, 8, dist, weights))
+    drawn = np.concatenate([labels[_epoch_order(len(labels), 3, e, dist, weights).numpy()] for e in range(10)])
+    assert len(drawn) == 10 * len(labels)
+    assert 0.46 < drawn.mean() < 0.54  # the 10 % class fills half the batches
+    plain = _epoch_order(len(labels), 3, 7, dist)
+    assert sorted(plain.tolist()) == list(range(len(labels)))  # uniform: a permutation
+
+
+def test_class_balanced_run_resumes_exactly_and_is_recorded(tmp_path):
+    cfg = replace(BASE, class_balance=1.0)
+    full = train(replace(cfg, out=str(tmp_path / "full")))
+    assert load(full).card.training["class_balance"] == 1.0
+    part = tmp_path / "part"
+    train(replace(cfg, out=str(part), stop_after=6))
+    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    assert _digest(full) != _digest(train(replace(BASE, out=str(tmp_path / "uniform"))))

@@ -49,6 +49,8 @@ def train(
     ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
     cond_drop: Annotated[float, typer.Option(min=0.0, max=1.0, help="context dropout (for guidance)")] = 0.1,
     hflip: Annotated[bool, typer.Option(help="random horizontal flips")] = True,
+    class_balance: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="draw tiles with weight count(class)^-x: 0 as in the data, 1 every class equally")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: default)")] = 0,
@@ -65,6 +67,7 @@ def train(
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
                       batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
+                      class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
                       save_every=save_every, resume=resume)
     path = run(cfg, console=_stderr())

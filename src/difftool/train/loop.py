@@ -57,6 +57,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_drop: float = 0.1
     hflip: bool = True
+    class_balance: float = 0.0  # draw tiles with weight count(class)**-class_balance: 0 uniform, 1 balanced
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # 0 = torch default
@@ -166,6 +167,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     ab = torch.tensor(schedule.alpha_bar, dtype=torch.float32, device=device)
     images = torch.from_numpy(ds.images).to(device)  # (N, C, H, W) in [-1, 1]
     labels = torch.from_numpy(ds.labels).to(device)
+    weights = class_weights(ds.labels, cfg.class_balance)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if dist.main:
@@ -178,7 +180,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     end = min(total, cfg.stop_after) if cfg.stop_after else total
     while step < end:
         epoch = step // steps_per_epoch
-        order = _epoch_order(len(ds), cfg.seed, epoch, dist)
+        order = _epoch_order(len(ds), cfg.seed, epoch, dist, weights)
         for b in range(step % steps_per_epoch, steps_per_epoch):
             if step >= end:
                 break
@@ -246,9 +248,28 @@ def _check_ranks_in_sync(out: Path, model, dist: _Dist) -> None:
         raise DifftoolError(f"DDP ranks ended with different weights: {digests}")
 
 
-def _epoch_order(n: int, seed: int, epoch: int, dist: _Dist) -> torch.Tensor:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    return perm[dist.rank::dist.world]
+def class_weights(labels: np.ndarray, power: float) -> torch.Tensor | None:
+    """Per-tile sampling weights ``count(class) ** -power`` (None for uniform sampling: ``power == 0``, or an
+    unconditional dataset). ``power = 1`` gives every class the same share of the batches; 0.5 is halfway
+    (in log space) between the data's class shares and equal shares."""
+    if power < 0 or power > 1:
+        raise DifftoolError(f"--class-balance must be between 0 and 1, got {power}")
+    labels = np.asarray(labels, dtype=np.int64) + 1  # unlabelled tiles (-1) form a group of their own
+    if power == 0 or labels.size == 0 or len(np.unique(labels)) < 2:
+        return None
+    counts = np.bincount(labels).astype(np.float64)
+    return torch.from_numpy(counts[labels] ** -power)
+
+
+def _epoch_order(n: int, seed: int, epoch: int, dist: _Dist, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The tiles of one epoch (deterministic per seed and epoch, so a resumed run continues the same order):
+    a permutation, or with ``weights`` n draws with replacement in proportion to them."""
+    gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+    if weights is None:
+        order = torch.randperm(n, generator=gen)
+    else:
+        order = torch.multinomial(weights, n, replacement=True, generator=gen)
+    return order[dist.rank::dist.world]
 
 
 def _batch(x0, labels, card: ModelCard, cfg: TrainConfig, gen, device):
@@ -270,6 +291,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start)
     training = {"step": step, "total_steps": total, "images_seen": seen, "dataset": cfg.dataset,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
+                "class_balance": cfg.class_balance,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
