@@ -116,6 +116,7 @@ def info(
 # -- generate / sample / demo --------------------------------------------------------------------------
 
 SAMPLER_HELP = "ddim | ddpm | dpmpp_2m"
+SAMPLER_CHOICES = ("ddim", "ddpm", "dpmpp_2m", "dpm++")  # what --sampler accepts (dpm++: alias)
 
 
 def _load_pipeline(path: Path | None, backend: str, threads: int | None):
@@ -213,7 +214,7 @@ def generate(
     json_out: _Json = False,
 ):
     """Generate a PNG grid (and optional GIF) from an exported artifact or a checkpoint."""
-    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
     _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
     _check_choice(gif_frames, ("x", "x0"), "--gif-frames")
     _generate(artifact, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
@@ -230,7 +231,7 @@ def sample(
     threads: _Threads = None, json_out: _Json = False,
 ):
     """Sample from a checkpoint with the PyTorch backend (PNG grid, optional GIF)."""
-    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
     _check_choice(device, ("cpu", "cuda"), "--device")
     _generate(checkpoint, f"torch-{device}", threads, class_name, mix, n, nrow, sampler, steps, eta, guidance,
               seed, spacing, out, gif, gif_frames, scale, json_out)
@@ -255,7 +256,7 @@ def demo(
     card = pipe.card
     ctx, _ = pipe.contexts_per_class(per_class)
     ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
-    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
     request = gen_mod.request_for(pipe, ctx, conditioned=True, sampler=sampler, steps=steps, eta=eta,
                                   guidance=guidance, seed=seed)
     with _step_progress(console, request.steps) as advance:
@@ -356,7 +357,7 @@ def bench(
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
     from difftool.bench.run import canonical_backend
 
-    _check_choice(sampler, ("ddim", "ddpm", "dpmpp_2m", "dpm++"), "--sampler")
+    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
     batches = _int_list(batch, "--batch")
     backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
     for name in backends:
