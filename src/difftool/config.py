@@ -137,9 +137,15 @@ class ModelCard:
     model: ModelConfig
     schedule: ScheduleConfig
     class_names: tuple[str, ...] = ()
-    prediction: Literal["epsilon"] = "epsilon"
+    # What the network predicts: the noise (epsilon), v = sqrt(ab) eps - sqrt(1 - ab) x0 (v_prediction) or
+    # x0 itself (sample); the runtime converts every kind to eps in one place (runtime.guidance).
+    prediction: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     value_range: tuple[float, float] = (-1.0, 1.0)
-    source: str = "difftool"  # difftool | course | explainingai
+    source: str = "difftool"  # difftool | course | explainingai | diffusers
+    # Clamp the x0 estimate to +-clip at every sampler step (None: never). "auto" (also what cards written
+    # before this field existed get) resolves to the value range for difftool-trained models and to None for
+    # imported ones, whose own sampling loops do not clamp.
+    clip: float | None | Literal["auto"] = "auto"
     credit: str = ""
     license: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +155,13 @@ class ModelCard:
     version: int = CARD_VERSION
 
     # -- derived -------------------------------------------------------------------------------
+    @property
+    def clip_limit(self) -> float | None:
+        """The x0 clamp the samplers use by default (``clip`` with "auto" resolved)."""
+        if self.clip == "auto":
+            return float(max(abs(float(v)) for v in self.value_range)) if self.source == "difftool" else None
+        return None if self.clip is None else float(self.clip)
+
     @property
     def image_size(self) -> int:
         return self.model.image_size

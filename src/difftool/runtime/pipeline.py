@@ -82,7 +82,7 @@ class Pipeline:
         eps errors ~1e4-fold, well conditioned) and leaves imported course/explainingai models unclamped,
         as their own sampling loops are."""
         if request.clip == "auto":
-            return float(max(abs(v) for v in self.card.value_range)) if self.card.source == "difftool" else None
+            return self.card.clip_limit
         return None if request.clip is None else float(request.clip)
 
     def _options(self, name: str, request: SampleRequest) -> dict[str, object]:
