@@ -14,7 +14,7 @@ from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser, StepCallback
 from difftool.runtime.guidance import guided_eps
 from difftool.runtime.noise import Noise
-from difftool.runtime.samplers import canonical_name, get_sampler
+from difftool.runtime.samplers import Coefficients, SamplerRun, get_sampler
 from difftool.runtime.schedules import make_schedule
 
 
@@ -26,7 +26,7 @@ class SampleRequest:
     n: int = 16
     context: np.ndarray | None = None
     sampler: str = "ddim"
-    steps: int = 25
+    steps: int | None = 25  # None: every timestep (samplers that allow it, e.g. ancestral DDPM)
     eta: float = 0.0
     guidance: float = 1.0
     seed: int = 0
@@ -47,14 +47,28 @@ class Pipeline:
     # -- sampling ------------------------------------------------------------------------------
     def sample(self, request: SampleRequest, callback: StepCallback | None = None) -> np.ndarray:
         """Run ``request``; returns (n, C, H, W) float32 in the card's value range (approximately)."""
-        name = canonical_name(request.sampler)
-        noise = Noise(self._seeds(request))
-        size, channels = self.card.image_size, self.card.channels
-        x_t = noise.noise((channels, size, size))  # (n, C, H, W) x_T
+        state = self.start(request)
         eps_fn = guided_eps(self.denoiser, self.schedule, self._context(request), request.guidance)
-        sampler = get_sampler(name)
-        return sampler(eps_fn, x_t, self.schedule, steps=request.steps, noise=noise,
-                       callback=callback, **self._options(name, request))
+        while not state.done:
+            step = state.advance(eps_fn(state.x, state.t))
+            if callback is not None:
+                callback(step)
+        return check_finite(state.x)
+
+    def start(self, request: SampleRequest) -> SamplerRun:
+        """A request's sampler state at x_T: its plan and coefficient table, its per-row noise stream
+        (x_T is drawn first from the same stream) and the x0 clamp. Advance it with the guided eps."""
+        noise = Noise(self._seeds(request))
+        x_t = noise.noise((self.card.channels, self.card.image_size, self.card.image_size))  # (n, C, H, W)
+        table = self.table(request)
+        return SamplerRun(table, x_t, noise, self.clip_value(request))
+
+    def table(self, request: SampleRequest) -> Coefficients:
+        """The request's coefficient table (the pipeline hands the sampler its timestep plan)."""
+        spec = get_sampler(request.sampler)
+        options = {name: getattr(request, name) for name in spec.option_names()}
+        plan = spec.plan(self.schedule, request.steps, request.spacing)
+        return spec.coefficients(plan, self.schedule, **spec.resolve(options))
 
     def _seeds(self, request: SampleRequest) -> list[int]:
         """Per-row seeds, checked against n."""
@@ -85,17 +99,6 @@ class Pipeline:
             return self.card.clip_limit
         return None if request.clip is None else float(request.clip)
 
-    def _options(self, name: str, request: SampleRequest) -> dict[str, object]:
-        """The sampler-specific options a request carries."""
-        options: dict[str, object] = {"clip": self.clip_value(request)}
-        if request.spacing is not None:
-            options["spacing"] = request.spacing
-        if name == "ddim":
-            options["eta"] = request.eta
-        elif name == "ddpm":
-            options["variance"] = request.variance
-        return options
-
     # -- contexts ------------------------------------------------------------------------------
     def context_from_spec(self, spec: str, n: int) -> np.ndarray:
         """(n, K) float32 context from ``"hero"`` / ``"2"`` (one-hot), ``"hero=0.5,food=0.5"`` (weights
@@ -119,6 +122,15 @@ class Pipeline:
             raise DifftoolError("this model is unconditional; it has no classes")
         labels = np.repeat(np.arange(k, dtype=np.int64), per_class)  # (K * per_class,)
         return np.eye(k, dtype=np.float32)[labels], labels
+
+
+def check_finite(x: np.ndarray) -> np.ndarray:
+    """``x`` itself, or DifftoolError if any value is NaN/inf (a broken model, never a silent image)."""
+    if not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise DifftoolError(f"sampling produced {bad} non-finite values (NaN/inf): the model's weights or "
+                            "its export are broken; check the checkpoint with `difftool info`")
+    return x
 
 
 def _parse_item(item: str, spec: str) -> tuple[str, float]:

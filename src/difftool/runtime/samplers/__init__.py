@@ -1,66 +1,61 @@
-"""Samplers: pure functions ``sampler(eps_fn, x_T, schedule, *, steps, noise, callback=None, **options)``.
+"""The sampler registry: every sampler is registered here once, and every front end reads it.
 
-* ``ddpm``: ancestral DDPM (Ho et al. 2020), course or posterior variance, respaceable.
-* ``ddim``: DDIM (Song et al. 2021), eta >= 0.
-* ``dpmpp_2m``: DPM-Solver++(2M) (Lu et al. 2022).
+A sampler is a :class:`~difftool.runtime.samplers.spec.SamplerSpec` whose pure function maps a timestep
+plan to a coefficient table (:mod:`~difftool.runtime.samplers.table`); the engine applies the table.
+Adding a sampler: write its module (table function + ``SPEC``), add it to ``_SPECS`` below, test it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-
 from difftool.errors import DifftoolError
-from difftool.runtime.denoiser import EpsFn, StepCallback
-from difftool.runtime.noise import NoiseSource
-from difftool.runtime.samplers.ddim import ddim
-from difftool.runtime.samplers.ddpm import ddpm
-from difftool.runtime.samplers.dpmpp import dpmpp_2m
-from difftool.runtime.schedules import Schedule
+from difftool.runtime.samplers import ddim as _ddim
+from difftool.runtime.samplers import ddpm as _ddpm
+from difftool.runtime.samplers import dpmpp as _dpmpp
+from difftool.runtime.samplers import unipc as _unipc
+from difftool.runtime.samplers.engine import SamplerRun, run
+from difftool.runtime.samplers.spec import Option, SamplerSpec
+from difftool.runtime.samplers.table import Coefficients
 
+_SPECS: tuple[SamplerSpec, ...] = (_ddpm.SPEC, _ddim.SPEC, _dpmpp.SPEC, _unipc.SPEC)
 
-class Sampler(Protocol):
-    """The common sampler signature (x is x_T (B, C, H, W) float32; returns x_0 of the same shape)."""
+SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in _SPECS}
+ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
+Sampler = SamplerSpec  # the common signature: spec(eps_fn, x_T, schedule, *, steps, noise, callback, **options)
 
-    def __call__(
-        self,
-        eps_fn: EpsFn,
-        x: np.ndarray,
-        schedule: Schedule,
-        *,
-        steps: int,
-        noise: NoiseSource,
-        callback: StepCallback | None = None,
-        **options: object,
-    ) -> np.ndarray: ...
-
-
-SAMPLERS: dict[str, Sampler] = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
-
-ALIASES: dict[str, str] = {
-    "dpm++": "dpmpp_2m",
-    "dpmpp": "dpmpp_2m",
-    "dpm++2m": "dpmpp_2m",
-    "dpm++_2m": "dpmpp_2m",
-    "dpmpp-2m": "dpmpp_2m",
-}
+# Module-level names for direct use (``ddim(eps_fn, x_T, schedule, steps=..., noise=...)``).
+ddpm, ddim, dpmpp_2m, unipc = _ddpm.SPEC, _ddim.SPEC, _dpmpp.SPEC, _unipc.SPEC
 
 
 def canonical_name(name: str) -> str:
     """The registry name for ``name`` or an alias (case-insensitive); DifftoolError if unknown."""
-    key = name.strip().lower()
+    key = str(name).strip().lower()
     key = ALIASES.get(key, key)
     if key not in SAMPLERS:
-        raise DifftoolError(
-            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (aliases: dpm++, dpmpp)"
-        )
+        raise DifftoolError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} "
+                            f"(aliases: {', '.join(ALIASES)})")
     return key
 
 
-def get_sampler(name: str) -> Sampler:
+def get_sampler(name: str) -> SamplerSpec:
     """Look a sampler up by name or alias."""
     return SAMPLERS[canonical_name(name)]
 
 
-__all__ = ["SAMPLERS", "Sampler", "canonical_name", "ddim", "ddpm", "dpmpp_2m", "get_sampler"]
+def choices() -> tuple[str, ...]:
+    """Every name and alias a ``--sampler`` flag accepts."""
+    return (*SAMPLERS, *ALIASES)
+
+
+def help_text() -> str:
+    """``ddpm | ddim | ...`` for flag help."""
+    return " | ".join(SAMPLERS)
+
+
+def option_names() -> tuple[str, ...]:
+    """Every sampler option name (eta, variance, ...), each once."""
+    return tuple(dict.fromkeys(o.name for spec in _SPECS for o in spec.options))
+
+
+__all__ = ["ALIASES", "SAMPLERS", "Coefficients", "Option", "Sampler", "SamplerRun", "SamplerSpec",
+           "canonical_name", "choices", "ddim", "ddpm", "dpmpp_2m", "get_sampler", "help_text",
+           "option_names", "run", "unipc"]
