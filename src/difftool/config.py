@@ -130,6 +130,15 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     raise DifftoolError(f"unknown model architecture {arch!r} (expected 'context_unet' or 'unet')")
 
 
+# How imported models sample by default: as their own code does. The course's DDPM loop uses
+# sigma = sqrt(beta) over all 500 steps without guidance; explainingai's uses the posterior variance over all
+# 1000 steps (its models are unconditional).
+ORIGIN_SAMPLING: dict[str, dict[str, Any]] = {
+    "course": {"sampler": "ddpm", "variance": "beta", "guidance": 1.0},
+    "explainingai": {"sampler": "ddpm", "variance": "posterior", "guidance": 1.0},
+}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """Everything needed to use a trained denoiser, stored beside its weights."""
@@ -184,13 +193,15 @@ class ModelCard:
         return self.conditional
 
     def recommended(self, key: str) -> Any:
-        """The model's recommended sampling setting ``key`` (sampler, steps, eta, guidance), else the
+        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance), else
+        its origin's default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the
         generic default: DDIM, 25 steps, eta 0, guidance 2 for class-conditional models (1 otherwise)."""
-        generic = {"sampler": "ddim", "steps": 25, "eta": 0.0,
+        generic = {"sampler": "ddim", "steps": 25, "eta": 0.0, "variance": "posterior",
                    "guidance": 2.0 if self.supports_guidance else 1.0}
         if key not in generic:
             raise KeyError(key)
-        return self.sampling.get(key, generic[key])
+        origin = ORIGIN_SAMPLING.get(self.source, {})
+        return self.sampling.get(key, origin.get(key, generic[key]))
 
     def class_index(self, name: str) -> int:
         if name in self.class_names:

@@ -15,7 +15,9 @@ import numpy as np
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Step
 from difftool.runtime.images import grid, save_gif, save_png, to_uint8
+from difftool.runtime.defaults import Settings, resolve
 from difftool.runtime.pipeline import Pipeline, SampleRequest
+from difftool.runtime.samplers import get_sampler
 
 
 @dataclass
@@ -31,60 +33,49 @@ class Generation:
         return self.forwards / self.seconds if self.seconds > 0 else float("inf")
 
 
-def default_guidance(pipe: Pipeline, context_given: bool) -> float:
-    """The model's recommended guidance when a class or mix is given (no context: 1, no guidance)."""
-    return float(pipe.card.recommended("guidance")) if (context_given and pipe.card.supports_guidance) else 1.0
-
-
-def default_eta(pipe: Pipeline, sampler: str) -> float:
-    """The model's recommended DDIM eta when DDIM is its recommended sampler, else 0 (deterministic)."""
-    from difftool.runtime.samplers import canonical_name
-
-    if canonical_name(sampler) == "ddim" == canonical_name(str(pipe.card.recommended("sampler"))):
-        return float(pipe.card.recommended("eta"))
-    return 0.0
-
-
 def build_request(pipe: Pipeline, *, n: int, class_name: str | None, mix: str | None, sampler: str | None,
                   steps: int | None, eta: float | None, guidance: float | None, seed: int,
-                  spacing: str | None = None) -> SampleRequest:
+                  spacing: str | None = None, variance: str | None = None,
+                  seeds: list[int] | None = None) -> SampleRequest:
     """Validate the user's choices against the model and build the request; ``None`` means the model's
-    recommended setting (``ModelCard.recommended``)."""
+    default (:func:`difftool.runtime.defaults.resolve`)."""
     if class_name and mix:
         raise DifftoolError("give either --class or --mix, not both")
     spec = mix or class_name or ""
     return request_for(pipe, pipe.context_from_spec(spec, n), conditioned=bool(spec), sampler=sampler,
-                       steps=steps, eta=eta, guidance=guidance, seed=seed, spacing=spacing)
+                       steps=steps, eta=eta, guidance=guidance, seed=seed, spacing=spacing, variance=variance,
+                       seeds=seeds)
 
 
 def request_for(pipe: Pipeline, context: np.ndarray, *, conditioned: bool, sampler: str | None,
                 steps: int | None, eta: float | None, guidance: float | None, seed: int,
-                spacing: str | None = None) -> SampleRequest:
-    """The request for the (n, K) ``context`` rows, with ``None`` settings resolved to the model's
-    recommended ones; ``conditioned`` says whether a class or mix was asked for (guidance default)."""
-    if sampler is None:
-        sampler = str(pipe.card.recommended("sampler"))
-    if eta is None:
-        eta = default_eta(pipe, sampler)
-    if guidance is None:
-        guidance = default_guidance(pipe, conditioned)
-    if guidance != 1.0 and not pipe.card.supports_guidance:
-        raise DifftoolError("this model is unconditional: classifier-free guidance needs a class-conditional "
-                            "model; drop --guidance")
-    if steps is None:
-        steps = pipe.card.schedule.num_timesteps if sampler == "ddpm" else int(pipe.card.recommended("steps"))
-    return SampleRequest(n=len(context), context=context, sampler=sampler, steps=steps, eta=eta,
-                         guidance=guidance, seed=seed, spacing=spacing)
+                spacing: str | None = None, variance: str | None = None,
+                seeds: list[int] | None = None) -> SampleRequest:
+    """The request for the (n, K) ``context`` rows with every None setting resolved in one place
+    (:func:`~difftool.runtime.defaults.resolve`); ``conditioned``: a class or mix was asked for."""
+    settings = resolve(pipe.card, conditioned=conditioned, sampler=sampler, steps=steps, guidance=guidance,
+                       spacing=spacing, eta=eta, variance=variance)
+    return request_from_settings(settings, context, seed=seed, seeds=seeds)
+
+
+def request_from_settings(settings: Settings, context: np.ndarray, *, seed: int,
+                          seeds: list[int] | None = None) -> SampleRequest:
+    """A SampleRequest carrying resolved ``settings`` (options the sampler lacks keep their field defaults)."""
+    fields = {name: value for name, value in settings.options.items() if name in _REQUEST_OPTIONS}
+    return SampleRequest(n=len(context), context=context, sampler=settings.sampler, steps=settings.steps,
+                         guidance=settings.guidance, seed=seed, seeds=seeds, spacing=settings.spacing, **fields)
+
+
+_REQUEST_OPTIONS = ("eta", "variance")  # sampler options SampleRequest carries as fields
 
 
 def describe(request: SampleRequest) -> str:
-    """E.g. ``DDIM-25 (eta 1), guidance 4``."""
-    from difftool.runtime.samplers import canonical_name
-
-    name = {"ddim": "DDIM", "ddpm": "DDPM", "dpmpp_2m": "DPM++(2M)"}.get(canonical_name(request.sampler),
-                                                                        request.sampler)
-    eta = f" (eta {request.eta:g})" if canonical_name(request.sampler) == "ddim" and request.eta else ""
-    return f"{name}-{request.steps}{eta}, guidance {request.guidance:g}"
+    """E.g. ``DDIM-25 (eta 1), guidance 4`` (labels and options from the sampler registry)."""
+    spec = get_sampler(request.sampler)
+    shown = [f"{o.name} {getattr(request, o.name):g}" if o.kind is float else f"{o.name} {getattr(request, o.name)}"
+             for o in spec.options if getattr(request, o.name, o.default) != o.default]
+    extra = f" ({', '.join(shown)})" if shown else ""
+    return f"{spec.short}-{request.steps}{extra}, guidance {request.guidance:g}"
 
 
 def run(pipe: Pipeline, request: SampleRequest, *, nrow: int, frames: str | None = None,

@@ -41,10 +41,19 @@ def grid(images: np.ndarray, nrow: int) -> np.ndarray:
     return out
 
 
-def save_png(path: str | os.PathLike[str], array: np.ndarray, scale: int = 1) -> Path:
-    """Write an (H, W, C) or (H, W) uint8 image as PNG, upscaled ``scale``x (NEAREST), atomically."""
+def save_png(path: str | os.PathLike[str], array: np.ndarray, scale: int = 1,
+             text: dict[str, str] | None = None) -> Path:
+    """Write an (H, W, C) or (H, W) uint8 image as PNG, upscaled ``scale``x (NEAREST), atomically;
+    ``text`` becomes tEXt/iTXt chunks (difftool's generation record, see :mod:`~difftool.runtime.record`)."""
     image = _to_pil(array, scale)
-    return _atomic_write(Path(path), lambda f: image.save(f, format="PNG"))
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+    return _atomic_write(Path(path), lambda f: image.save(f, format="PNG", pnginfo=info))
 
 
 def save_gif(
