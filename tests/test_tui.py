@@ -1,4 +1,4 @@
-"""Pilot tests of the sprite TUI against the numpy demo pipeline (no model files, no runtime needed)."""
+"""Pilot tests of the sprite TUI: the real runtime Pipeline over the numpy demo denoiser (no model files)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,27 @@ from textual.widgets import Input, OptionList, Select
 from textual.worker import WorkerCancelled, WorkerFailed
 
 from difftool.errors import DifftoolError
+from difftool.render import truecolor_hint
+from difftool.runtime.pipeline import Pipeline
+from difftool.runtime.samplers import SAMPLERS
 from difftool.tui import Settings, SpriteApp
-from difftool.tui.demo import DEMO_CLASSES, DemoPipeline
+from difftool.tui.demo import DEMO_CLASSES, DemoDenoiser, DemoPipeline, demo_card
 from difftool.tui.help_screen import HelpScreen
 from difftool.tui.messages import FrameReady, GenerationFinished
-from difftool.tui.settings import format_mix, parse_grid, parse_mix, slug
+from difftool.tui.sampling import canonical_mix
+from difftool.tui.settings import parse_grid, slug
 from difftool.tui.sprite_grid import BACKGROUND, CURSOR_BLURRED, CURSOR_FOCUSED, EMPTY, HALF
-from difftool.tui.terminal import has_truecolor, truecolor_warning
 
 SIZE = (120, 40)
-TRUECOLOR = {"COLORTERM": "truecolor"}
+
+
+@pytest.fixture(autouse=True)
+def truecolor(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A truecolour terminal unless a test says otherwise (no colour warning toast)."""
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
+    monkeypatch.delenv("TMUX", raising=False)
+    return monkeypatch
 
 
 class FakeClock:
@@ -37,15 +48,14 @@ class FakeClock:
         return self.now
 
 
-class FailingPipeline(DemoPipeline):
-    def sample(self, request, callback=None):
+class ExplodingDenoiser(DemoDenoiser):
+    def __call__(self, x, t, context):
         raise RuntimeError("CUDA exploded")
 
 
-def make_app(tmp_path: Path, pipeline: DemoPipeline | None = None, backends=None, **kwargs) -> SpriteApp:
+def make_app(tmp_path: Path, pipeline: Pipeline | None = None, backends=None, **kwargs) -> SpriteApp:
     fake = pipeline or DemoPipeline()
     kwargs.setdefault("settings", Settings(mix="hero", steps=8, rows=2, cols=2))
-    kwargs.setdefault("env", TRUECOLOR)
     return SpriteApp(backends or {"fake": lambda: fake}, output_dir=tmp_path, clock=FakeClock(), rng_seed=1,
                      **kwargs)
 
@@ -85,17 +95,16 @@ async def generate(app: SpriteApp, pilot: Pilot) -> None:
 
 
 # -- pure helpers ----------------------------------------------------------------------------------------
-def test_parse_mix_and_grid() -> None:
-    names = DEMO_CLASSES
-    assert parse_mix("hero", names, 5) == {"hero": 1.0}
-    assert parse_mix(" hero=0.6, food=0.4 ", names, 5) == {"hero": 0.6, "food": 0.4}
-    assert parse_mix("0:0.5,3=0.5", names, 5) == {"hero": 0.5, "spell": 0.5}
-    assert parse_mix("", names, 5) == {}
-    assert format_mix({"hero": 1.0}) == "hero"
-    assert format_mix({"hero": 0.6, "food": 0.4}) == "hero=0.6,food=0.4"
-    for bad in ("dragon", "hero=x", "hero=-1", "hero,hero"):
+def test_mix_text_and_grid() -> None:
+    """Mix text goes through the runtime's one parser (Pipeline.context_from_spec) and back to canonical text."""
+    pipe = DemoPipeline()
+    assert canonical_mix(pipe, "hero") == "hero"
+    assert canonical_mix(pipe, " hero=0.6, food=0.4 ") == "hero=0.6,food=0.4"
+    assert canonical_mix(pipe, "0=0.5,3=0.5") == "hero=0.5,spell=0.5"
+    assert canonical_mix(pipe, "") == "" and canonical_mix(pipe, "none") == ""
+    for bad in ("dragon", "hero=x", "=1"):
         with pytest.raises(DifftoolError):
-            parse_mix(bad, names, 5)
+            canonical_mix(pipe, bad)
     assert parse_grid("4x4") == (4, 4) and parse_grid("2 x 8") == (2, 8) and parse_grid("3") == (3, 3)
     for bad in ("9x1", "0x2", "axb"):
         with pytest.raises(DifftoolError):
@@ -103,13 +112,20 @@ def test_parse_mix_and_grid() -> None:
     assert slug("hero=0.6,food=0.4") == "hero0.6+food0.4"
 
 
-def test_truecolor_detection() -> None:
-    assert has_truecolor({"COLORTERM": "truecolor"}) and has_truecolor({"COLORTERM": "24bit"})
-    assert has_truecolor({"TEXTUAL_COLOR_SYSTEM": "truecolor"})
-    assert truecolor_warning({"COLORTERM": "truecolor", "TMUX": "/tmp/x"}) is None
-    plain = truecolor_warning({})
+def test_truecolor_detection(truecolor: pytest.MonkeyPatch) -> None:
+    """The TUI uses the one truecolour check (difftool.render.truecolor_hint)."""
+    for env in ({"COLORTERM": "truecolor"}, {"COLORTERM": "24bit"}, {"TEXTUAL_COLOR_SYSTEM": "truecolor"},
+                {"COLORTERM": "truecolor", "TMUX": "/tmp/x"}):
+        with truecolor.context() as mp:
+            mp.delenv("COLORTERM")
+            for key, value in env.items():
+                mp.setenv(key, value)
+            assert truecolor_hint() is None, env
+    truecolor.delenv("COLORTERM")
+    plain = truecolor_hint()
     assert plain and "export COLORTERM=truecolor" in plain and "tmux" not in plain
-    tmux = truecolor_warning({"TMUX": "/tmp/tmux-0/default,1,0"})
+    truecolor.setenv("TMUX", "/tmp/tmux-0/default,1,0")
+    tmux = truecolor_hint()
     assert tmux and "tmux" in tmux and "export COLORTERM=truecolor" in tmux
 
 
@@ -410,7 +426,7 @@ async def test_only_backend_broken(tmp_path: Path) -> None:
 
 
 async def test_sampling_failure_is_a_toast(tmp_path: Path) -> None:
-    app = make_app(tmp_path, FailingPipeline())
+    app = make_app(tmp_path, Pipeline(ExplodingDenoiser()))
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await generate(app, pilot)
@@ -431,8 +447,11 @@ async def test_switch_backend_loads_other_pipeline(tmp_path: Path) -> None:
         assert app.current is not None and app.current.backend == "torch-cpu"
 
 
-async def test_truecolor_warning_on_start(tmp_path: Path) -> None:
-    app = make_app(tmp_path, env={"TMUX": "/tmp/tmux-1000/default,1,0", "TERM": "tmux-256color"})
+async def test_truecolor_warning_on_start(tmp_path: Path, truecolor: pytest.MonkeyPatch) -> None:
+    truecolor.delenv("COLORTERM")
+    truecolor.setenv("TMUX", "/tmp/tmux-1000/default,1,0")
+    truecolor.setenv("TERM", "tmux-256color")
+    app = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         warnings = [n.message for n in app._notifications if n.severity == "warning"]
@@ -533,7 +552,6 @@ async def test_old_history_entries_drop_frames(tmp_path: Path) -> None:
 async def test_with_runtime_pipeline(tmp_path: Path) -> None:
     """The real runtime Pipeline (every sampler, re-roll, cancel) driven by a tiny numpy denoiser."""
     runtime = pytest.importorskip("difftool.runtime.pipeline")
-    from difftool.tui.demo import demo_card
 
     class ShrinkEps:
         name = "numpy-eps"
@@ -552,7 +570,7 @@ async def test_with_runtime_pipeline(tmp_path: Path) -> None:
                    settings=Settings(mix="hero=0.6,food=0.4", steps=6, guidance=2.0, rows=2, cols=2))
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
-        for sampler in ("dpmpp_2m", "ddpm", "ddim"):
+        for sampler in SAMPLERS:
             app.controls.set_sampler(sampler)
             await generate(app, pilot)
             assert app.current is not None and app.current.settings.sampler == sampler, errors(app)
@@ -571,7 +589,7 @@ async def generate_and_cancel(app: SpriteApp, pilot: Pilot) -> None:
     await wait_until(pilot, lambda: app.status_text.startswith("step "))
     await pilot.press("escape")
     await wait_until(pilot, lambda: "cancelled at step" in app.status_text)
-    assert not errors(app) and len(app.history.entries) == 4
+    assert not errors(app) and len(app.history.entries) == len(SAMPLERS) + 1
 
 
 async def test_letter_keys_work_on_a_focused_select(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""SVG snapshots of the sprite TUI at 120x40 (deterministic: demo model, fake clock, fixed seeds).
+"""SVG snapshots of the sprite TUI at 120x40 (deterministic: the demo denoiser through the real Pipeline,
+a fake clock, fixed seeds).
 
 Update after an intended visual change with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from textual.pilot import Pilot
 from textual.worker import WorkerCancelled, WorkerFailed
 
@@ -14,6 +16,13 @@ from difftool.tui import Settings, SpriteApp
 from difftool.tui.demo import DemoPipeline
 
 SIZE = (120, 40)
+
+
+@pytest.fixture(autouse=True)
+def truecolor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No colour warning toast in the pictures."""
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    monkeypatch.delenv("TMUX", raising=False)
 
 
 class FakeClock:
@@ -28,7 +37,7 @@ class FakeClock:
 def make_app(tmp_path: Path) -> SpriteApp:
     return SpriteApp({"ort-cpu": DemoPipeline, "torch-cpu": DemoPipeline},
                      settings=Settings(mix="hero=0.7,spell=0.3", sampler="ddim", steps=20, seed=7),
-                     output_dir=tmp_path, clock=FakeClock(), rng_seed=0, env={"COLORTERM": "truecolor"})
+                     output_dir=tmp_path, clock=FakeClock(), rng_seed=0)
 
 
 async def settle(pilot: Pilot) -> None:

@@ -1,20 +1,34 @@
 """The terminal UI: sample sprites interactively (``difftool tui``).
 
 The CLI calls :func:`run_tui` with one pipeline factory, or a ``{backend name: factory}`` mapping whose
-first entry is the default. A factory is called (in a worker thread) the first time its backend is used.
+first entry is the default. A factory returns a :class:`~difftool.runtime.pipeline.Pipeline` and is
+called (in a worker thread) the first time its backend is used.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from difftool.tui.app import SpriteApp
-from difftool.tui.pipeline_api import PipelineFactory, SpritePipeline
 from difftool.tui.settings import Settings
 
-__all__ = ["PipelineFactory", "Settings", "SpriteApp", "SpritePipeline", "run_tui"]
+if TYPE_CHECKING:
+    from difftool.runtime.pipeline import Pipeline
+    from difftool.tui.app import SpriteApp
+
+PipelineFactory = Callable[[], "Pipeline"]
+
+__all__ = ["PipelineFactory", "Settings", "SpriteApp", "run_tui"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SpriteApp":  # imported on first use: the settings and the demo model need no Textual app
+        from difftool.tui.app import SpriteApp
+
+        return SpriteApp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_tui(
@@ -22,10 +36,9 @@ def run_tui(
     *,
     output_dir: str | os.PathLike[str] | None = None,
     mix: str = "",
-    sampler: str = "ddim",
-    steps: int = 25,
-    eta: float = 0.0,
-    guidance: float = 1.0,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     random_seed: bool = False,
     rows: int = 4,
@@ -34,17 +47,22 @@ def run_tui(
     save_scale: int = 8,
     gif_scale: int = 4,
     keymap: Mapping[str, str] | None = None,
+    **options: Any,
 ) -> None:
     """Run the sprite TUI until the user quits.
 
     ``pipeline_factory``: a zero-argument callable returning a pipeline, or ``{name: factory}`` for a
     backend choice (e.g. ``{"ort-cpu": ..., "torch-cpu": ...}``). ``mix``: initial class or mixture text
-    ("" = the model's first class). ``output_dir``: where PNG/GIF/JSON go (default: the current dir).
-    ``keymap``: binding id -> keys, e.g. ``{"difftool.generate": "f5"}``. Raises ``DifftoolError`` on
-    invalid initial settings.
+    ("" = the model's first class). ``sampler``, ``steps``, ``guidance`` and the sampler ``options``
+    (``eta=``, ``variance=``, ... as the sampler registry names them): None = the model's default
+    (:func:`difftool.runtime.defaults.resolve`, applied once the model is loaded). ``output_dir``: where
+    PNG/GIF/JSON go (default: the current dir). ``keymap``: binding id -> keys, e.g.
+    ``{"difftool.generate": "f5"}``. Raises ``DifftoolError`` on invalid initial settings.
     """
+    from difftool.tui.app import SpriteApp
+
     backends = dict(pipeline_factory) if isinstance(pipeline_factory, Mapping) else {"default": pipeline_factory}
-    settings = Settings(mix=mix, sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed,
+    settings = Settings(mix=mix, sampler=sampler, steps=steps, guidance=guidance, options=options, seed=seed,
                         random_seed=random_seed, rows=rows, cols=cols)
     app = SpriteApp(backends, settings=settings, output_dir=output_dir, zoom=zoom, save_scale=save_scale,
                     gif_scale=gif_scale, keymap=keymap)

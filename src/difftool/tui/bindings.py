@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
+from difftool.runtime.samplers import SAMPLERS
 from difftool.tui.sprite_grid import SpriteGrid
+
+SAMPLER_CYCLE = " / ".join(spec.short for spec in SAMPLERS.values())  # "DDPM / DDIM / DPM++ / UniPC"
 
 APP_BINDINGS: list[Binding] = [
     Binding("g,space", "generate", "Generate", key_display="g", id="difftool.generate",
@@ -12,7 +15,7 @@ APP_BINDINGS: list[Binding] = [
     Binding("escape", "cancel", "Cancel", key_display="esc", id="difftool.cancel",
             tooltip="Stop the running sampler after the current step"),
     Binding("s", "save_png", "PNG", id="difftool.save_png",
-            tooltip="Save the grid as a PNG sprite sheet + sidecar JSON"),
+            tooltip="Save the grid as a PNG sprite sheet (with its generation record) + sidecar JSON"),
     Binding("a", "save_gif", "GIF", id="difftool.save_gif",
             tooltip="Save the denoising animation as a GIF + sidecar JSON"),
     Binding("x", "toggle_x0", "x_t/x0", id="difftool.toggle_x0",
@@ -32,7 +35,7 @@ APP_BINDINGS: list[Binding] = [
     Binding("n", "new_seed", "New seed", show=False, id="difftool.new_seed",
             tooltip="Pick a random seed and generate"),
     Binding("m", "cycle_sampler", "Sampler", show=False, id="difftool.cycle_sampler",
-            tooltip="Next sampler: DDPM / DDIM / DPM-Solver++"),
+            tooltip=f"Next sampler: {SAMPLER_CYCLE}"),
     Binding("b", "cycle_backend", "Backend", show=False, id="difftool.cycle_backend",
             tooltip="Next inference backend"),
     Binding("question_mark,f1", "show_help", "Help", key_display="?", id="difftool.help",

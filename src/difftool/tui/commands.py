@@ -7,7 +7,8 @@ from typing import Protocol
 
 from textual.app import SystemCommand
 
-from difftool.tui.settings import SAMPLERS
+from difftool.runtime.samplers import SAMPLERS
+from difftool.tui.bindings import SAMPLER_CYCLE
 
 
 class _Actions(Protocol):
@@ -23,7 +24,7 @@ def _do(app: _Actions, action: str) -> Callable[[], object]:
 ACTIONS: list[tuple[str, str, str]] = [
     ("Generate", "Sample a new grid with the current settings (g, space)", "generate"),
     ("Cancel generation", "Stop the running sampler after the current step (esc)", "cancel"),
-    ("Save grid as PNG", "Write the sprite sheet and a sidecar JSON to the output folder (s)", "save_png"),
+    ("Save grid as PNG", "Write the sprite sheet (with its generation record) and a sidecar JSON (s)", "save_png"),
     ("Save animation as GIF", "Write the denoising animation and a sidecar JSON (a)", "save_gif"),
     ("Toggle x_t / predicted x0", "Show the noisy sample or the model's clean-image guess (x)", "toggle_x0"),
     ("Zoom in", "Bigger sprites, up to 4x (+)", "zoom(1)"),
@@ -34,7 +35,7 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("Vary selected sprite", "Same seed, the class/mix now in the controls (v)", "vary"),
     ("New seed", "Pick a random seed and generate (n)", "new_seed"),
     ("Toggle new seed each time", "Random seed on every generate, or keep the seed fixed", "toggle_random_seed"),
-    ("Next sampler", "Cycle DDPM / DDIM / DPM-Solver++ (m)", "cycle_sampler"),
+    ("Next sampler", f"Cycle {SAMPLER_CYCLE} (m)", "cycle_sampler"),
     ("Next backend", "Cycle the available inference backends (b)", "cycle_backend"),
     ("Keys", "Show all key bindings (? / F1)", "show_help"),
 ]
@@ -43,7 +44,8 @@ ACTIONS: list[tuple[str, str, str]] = [
 def system_commands(app: _Actions) -> Iterator[SystemCommand]:
     for title, help_text, action in ACTIONS:
         yield SystemCommand(title, help_text, _do(app, action))
-    for key, label in SAMPLERS.items():
-        yield SystemCommand(f"Sampler: {label}", f"Use the {label} sampler", _do(app, f"set_sampler('{key}')"))
+    for name, spec in SAMPLERS.items():
+        yield SystemCommand(f"Sampler: {spec.label}", f"Use {spec.summary or spec.label}",
+                            _do(app, f"set_sampler('{name}')"))
     for name in app.backend_names:
         yield SystemCommand(f"Backend: {name}", f"Switch inference to {name}", _do(app, f"set_backend('{name}')"))

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from difftool.config import ModelCard
+from difftool.runtime.pipeline import SampleRequest
 from difftool.tui.settings import Settings
 
 Kind = Literal["generate", "reroll", "vary"]
@@ -40,6 +41,7 @@ class Generation:
     steps_per_s: float = 0.0
     target: int | None = None  # the cell a reroll/vary changed
     saved_stem: str | None = None  # file stem chosen on first save, reused for PNG, GIF and JSON
+    request: SampleRequest | None = None  # the whole grid as one request (the PNG's generation record)
 
     @property
     def seeds(self) -> list[int]:

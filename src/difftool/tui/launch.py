@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from difftool.errors import DifftoolError
-from difftool.tui.pipeline_api import PipelineFactory
+from difftool.tui import PipelineFactory
 
 # Preferred order per file type (first usable = default).
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -46,18 +46,22 @@ def backends_for(artifact: Path, threads: int | None = None) -> dict[str, Pipeli
 
 def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | Path = ".",
            **settings: Any) -> None:
-    """Run the sprite TUI on ``artifact``. ``settings`` are :func:`difftool.tui.run_tui` keywords."""
+    """Run the sprite TUI on ``artifact``. ``settings`` are :func:`difftool.tui.run_tui` keywords; sampler
+    settings left out take the model's defaults (:func:`difftool.runtime.defaults.resolve`), checked here,
+    before the UI starts."""
     from difftool.runtime.artifact import read_card
+    from difftool.runtime.defaults import resolve
+    from difftool.runtime.samplers import option_names
     from difftool.tui import run_tui
 
     path = Path(artifact)
     if not path.is_file():
         raise DifftoolError(f"model file not found: {path}")
     card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
-    if card.conditional and card.class_names:
-        settings.setdefault("mix", card.class_names[0])
-        settings.setdefault("guidance", float(card.recommended("guidance")))
-    settings.setdefault("sampler", str(card.recommended("sampler")))
-    settings.setdefault("steps", int(card.recommended("steps")))
-    settings.setdefault("eta", float(card.recommended("eta")))
-    run_tui(backends_for(path, threads), output_dir=out_dir, **settings)
+    if card.conditional:
+        settings.setdefault("mix", card.class_names[0] if card.class_names else "0")
+    options = {name: settings.pop(name) for name in option_names() if name in settings}
+    resolved = resolve(card, conditioned=bool(settings.get("mix")), sampler=settings.pop("sampler", None),
+                       steps=settings.pop("steps", None), guidance=settings.pop("guidance", None), **options)
+    run_tui(backends_for(path, threads), output_dir=out_dir, sampler=resolved.sampler, steps=resolved.steps,
+            guidance=resolved.guidance, **resolved.options, **settings)

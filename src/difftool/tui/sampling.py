@@ -1,32 +1,39 @@
 """The worker-thread side of a generation: build the request, sample, post frames and the result.
 
 :func:`run_job` never touches a widget. It talks to the UI only through ``post`` (``App.post_message``,
-thread-safe) and checks ``cancelled`` after every step, so Esc stops sampling within one step.
+thread-safe) and checks ``cancelled`` after every step, so Esc stops sampling within one step. Preview
+work is throttled so the network keeps the CPU: a frame is converted to pixels only when it will be
+shown (at most one every :data:`PREVIEW_INTERVAL`, and never while the UI has not drawn the last one)
+or kept for the animation (at most :data:`MAX_FRAMES`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from textual.message import Message
 
 from difftool.errors import Cancelled, DifftoolError
+from difftool.generate import request_from_settings
 from difftool.runtime.denoiser import Step
+from difftool.runtime.images import to_uint8
+from difftool.runtime.pipeline import Pipeline, SampleRequest
+from difftool.runtime.record import mix_text
 from difftool.tui.generation import Cell, Generation, Kind
-from difftool.tui.imaging import to_uint8
 from difftool.tui.messages import FrameReady, GenerationCancelled, GenerationFailed, GenerationFinished
-from difftool.tui.pipeline_api import SpritePipeline, make_request
 from difftool.tui.settings import Settings
 
 MAX_FRAMES = 60  # animation frames kept per generation (evenly spaced steps, always the last)
+PREVIEW_INTERVAL = 1 / 20  # seconds between preview frames sent to the UI while sampling
 
 
 @dataclass
 class Job:
-    """One sampling run. ``targets`` are the cells sampled; the others come from ``base``."""
+    """One sampling run. ``targets`` are the cells sampled; the others come from ``base``. ``settings``
+    are resolved (no None sampler settings)."""
 
     id: int
     kind: Kind
@@ -37,36 +44,49 @@ class Job:
     base: np.ndarray | None = None
     base_x0: np.ndarray | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    frame_pending: bool = False  # a preview frame is posted and not drawn yet (set by the worker, cleared by the UI)
 
     @property
     def target(self) -> int | None:
         return self.targets[0] if self.kind != "generate" else None
 
 
-def context_for(pipeline: SpritePipeline, mixes: list[str]) -> np.ndarray | None:
-    """(n, K) float32 context for the given per-row mix texts; None for an unconditional model."""
+# -- requests ---------------------------------------------------------------------------------------------
+def canonical_mix(pipeline: Pipeline, text: str) -> str:
+    """``text`` checked by the runtime's one mix parser (``Pipeline.context_from_spec``) and written back
+    canonically (``"hero"``, ``"hero=0.6,food=0.4"``); ``""`` for unconditional."""
+    card = pipeline.card
+    if not card.conditional:
+        return ""
+    canonical = mix_text(pipeline.context_from_spec(text, 1)[0], card.class_names)
+    return "" if canonical == "none" else canonical
+
+
+def context_for(pipeline: Pipeline, mixes: list[str]) -> np.ndarray:
+    """(n, K) float32 context for per-row mix texts (zeros for "" and for an unconditional model)."""
     k = pipeline.card.num_classes
-    if k == 0:
-        return None
-    by_mix: dict[str, np.ndarray] = {}
+    rows: dict[str, np.ndarray] = {}
     for mix in mixes:
-        if mix not in by_mix:
-            by_mix[mix] = (
-                np.asarray(pipeline.context_from_spec(mix, 1), dtype=np.float32).reshape(1, k)
-                if mix else np.zeros((1, k), dtype=np.float32)
-            )
-    return np.concatenate([by_mix[mix] for mix in mixes], axis=0)
+        if mix not in rows:
+            rows[mix] = pipeline.context_from_spec(mix, 1).reshape(1, k) if k else np.zeros((1, 0), np.float32)
+    return np.concatenate([rows[mix] for mix in mixes], axis=0).astype(np.float32)
 
 
-def build_request(job: Job, pipeline: SpritePipeline):  # -> SampleRequest
-    s = job.settings
-    seeds = [job.cells[i].seed for i in job.targets]
-    context = context_for(pipeline, [job.cells[i].mix for i in job.targets])
-    return make_request(n=len(job.targets), context=context, sampler=s.sampler, steps=s.steps, eta=s.eta,
-                        guidance=s.guidance, seed=seeds[0], seeds=seeds)
+def grid_request(job: Job, pipeline: Pipeline) -> SampleRequest:
+    """The request for every cell of the grid (what the saved PNG's record holds)."""
+    seeds = [cell.seed for cell in job.cells]
+    context = context_for(pipeline, [cell.mix for cell in job.cells])
+    return request_from_settings(job.settings.sampling(), context, seed=seeds[0], seeds=seeds)
 
 
-def model_path(pipeline: SpritePipeline) -> str | None:
+def job_request(job: Job, grid: SampleRequest, pipeline: Pipeline) -> SampleRequest:
+    """The rows of ``grid`` that ``job`` samples (all of them for a new grid, one for re-roll/vary)."""
+    seeds = [grid.seeds[i] for i in job.targets]
+    context = None if not pipeline.card.conditional else grid.context[job.targets]
+    return replace(grid, n=len(seeds), context=context, seed=seeds[0], seeds=seeds)
+
+
+def model_path(pipeline: Pipeline) -> str | None:
     """Where the model came from, if the pipeline or its denoiser tells (a ``path``-like attribute)."""
     for owner in (pipeline, getattr(pipeline, "denoiser", None)):
         for attr in ("path", "source_path", "model_path"):
@@ -76,6 +96,11 @@ def model_path(pipeline: SpritePipeline) -> str | None:
     return None
 
 
+def backend_label(pipeline: Pipeline, fallback: str) -> str:
+    return str(getattr(pipeline.denoiser, "name", "") or fallback)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
 def frame_steps(total: int, limit: int = MAX_FRAMES) -> set[int]:
     """Indices of the steps kept for the animation: at most ``limit``, evenly spaced, incl. the last."""
     if total <= limit:
@@ -91,48 +116,67 @@ def _compose(part: np.ndarray, base: np.ndarray | None, targets: list[int]) -> n
     return out
 
 
-def run_job(job: Job, pipeline: SpritePipeline, post: Callable[[Message], object],
+class _Frames:
+    """Per-step pixels of one run: the kept animation frames and the throttled preview."""
+
+    def __init__(self, job: Job, value_range: tuple[float, float], post: Callable[[Message], object]) -> None:
+        self.job, self.value_range, self.post = job, value_range, post
+        self.frames: list[np.ndarray] = []
+        self.frames_x0: list[np.ndarray] = []
+        self.keep: set[int] = set()
+        self.total = 0
+        self.last_post = -np.inf
+
+    def pixels(self, array: np.ndarray, base: np.ndarray | None) -> np.ndarray:
+        return _compose(to_uint8(array, self.value_range), base, self.job.targets)
+
+    def step(self, step: Step, now: float, steps_per_s: float) -> None:
+        job = self.job
+        if self.total != step.total:
+            self.total, self.keep = step.total, frame_steps(step.total)
+        kept = step.index in self.keep
+        show = not job.frame_pending and now - self.last_post >= PREVIEW_INTERVAL and step.index + 1 < step.total
+        if not (kept or show):
+            return
+        xt, x0 = self.pixels(step.x, job.base), self.pixels(step.x0, job.base_x0)
+        if kept:
+            self.frames.append(xt)
+            self.frames_x0.append(x0)
+        if show:
+            self.last_post = now
+            job.frame_pending = True
+            self.post(FrameReady(job.id, step.index, step.total, xt, x0, steps_per_s))
+
+
+def run_job(job: Job, pipeline: Pipeline, post: Callable[[Message], object],
             clock: Callable[[], float], cancelled: Callable[[], bool], lock: threading.Lock) -> None:
-    """Sample ``job`` on ``pipeline`` and post FrameReady per step, then exactly one outcome message."""
-    value_range = tuple(pipeline.card.value_range)
-    frames: list[np.ndarray] = []
-    frames_x0: list[np.ndarray] = []
-    keep: set[int] = set()
+    """Sample ``job`` on ``pipeline``, posting throttled FrameReady messages, then exactly one outcome."""
+    frames = _Frames(job, tuple(pipeline.card.value_range), post)
     done = 0
-    total = job.settings.steps
+    total = job.settings.steps or 0
     t0 = 0.0
 
     def is_cancelled() -> bool:
         return job.stop.is_set() or cancelled()
 
     def on_step(step: Step) -> None:
-        nonlocal done, total, keep
+        nonlocal done, total
         if is_cancelled():
             raise Cancelled
-        if not keep or total != step.total:
-            total = step.total
-            keep = frame_steps(total)
-        xt = _compose(to_uint8(step.x, value_range), job.base, job.targets)
-        x0 = _compose(to_uint8(step.x0, value_range), job.base_x0, job.targets)
-        done = step.index + 1
+        done, total = step.index + 1, step.total
         elapsed = clock() - t0
-        if step.index in keep:
-            frames.append(xt)
-            frames_x0.append(x0)
-        post(FrameReady(job.id, step.index, step.total, xt, x0, done / elapsed if elapsed > 0 else 0.0))
-        if is_cancelled():
-            raise Cancelled
+        frames.step(step, elapsed, done / elapsed if elapsed > 0 else 0.0)
 
     try:
         with lock:  # one sampling run at a time; a superseded run releases it within one step
             if is_cancelled():
                 raise Cancelled
             t0 = clock()
-            request = build_request(job, pipeline)
-            out = pipeline.sample(request, callback=on_step)
+            grid = grid_request(job, pipeline)
+            out = pipeline.sample(job_request(job, grid, pipeline), callback=on_step)
             if is_cancelled():
                 raise Cancelled
-            image = _compose(to_uint8(out, value_range), job.base, job.targets)
+            image = frames.pixels(out, job.base)
             elapsed = clock() - t0
     except Cancelled:
         post(GenerationCancelled(job.id, done, total))
@@ -143,13 +187,14 @@ def run_job(job: Job, pipeline: SpritePipeline, post: Callable[[Message], object
     except Exception as exc:  # a backend failure must never take the UI down
         post(GenerationFailed(job.id, f"{type(exc).__name__}: {exc}"))
         return
-    if not frames or not np.array_equal(frames[-1], image):
-        frames.append(image)
-        frames_x0.append(frames_x0[-1] if frames_x0 else image)
+    kept, kept_x0 = frames.frames, frames.frames_x0
+    if not kept or not np.array_equal(kept[-1], image):
+        kept.append(image)
+        kept_x0.append(kept_x0[-1] if kept_x0 else image)
     generation = Generation(
         id=job.id, kind=job.kind, settings=job.settings, cells=list(job.cells), image=image,
-        x0=frames_x0[-1], frames=frames, frames_x0=frames_x0, backend=job.backend, elapsed_s=elapsed,
+        x0=kept_x0[-1], frames=kept, frames_x0=kept_x0, backend=job.backend, elapsed_s=elapsed,
         steps_per_s=done / elapsed if elapsed > 0 else 0.0, target=job.target, card=pipeline.card,
-        model_path=model_path(pipeline),
+        model_path=model_path(pipeline), request=grid,
     )
     post(GenerationFinished(job.id, generation))

@@ -1,7 +1,9 @@
 """Saving a generation: settings-bearing file names, PNG sheet, GIF animation and a sidecar JSON.
 
-The sidecar holds everything needed to regenerate any single sprite: the shared settings, each sprite's
-own seed and mix, the backend and the model card (including its ``source``).
+A PNG of the sampled grid carries difftool's generation record (:mod:`difftool.runtime.record`: model,
+sampler and its options, steps, guidance, per-sprite seeds and context rows), so
+``difftool generate MODEL --from-png FILE`` regenerates its sprites. The sidecar JSON is a readable
+convenience: the shared settings, each sprite's own seed and mix, the backend and the model card.
 """
 
 from __future__ import annotations
@@ -10,14 +12,35 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from difftool import __version__
 from difftool.fileio import atomic_write
+from difftool.runtime.images import save_gif, save_png
+from difftool.runtime.record import GenerationRecord
 from difftool.tui.generation import Generation
-from difftool.tui.imaging import save_gif, save_png, tile
 from difftool.tui.settings import slug
 
 View = Literal["xt", "x0"]
 EXTENSIONS = (".png", ".gif", ".json")
+HOLD_LAST_MS = 1500  # the GIF shows the finished grid this long before it loops
+
+
+def sheet(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(rows*cols, H, W, C) -> (rows*H, cols*W, C), row-major, no gaps: a sprite sheet (unlike
+    ``runtime.images.grid``, which draws gutters between the images)."""
+    n, h, w, c = images.shape
+    if n != rows * cols:
+        raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
+    return images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def record(gen: Generation, scale: int) -> GenerationRecord | None:
+    """The generation record of ``gen``'s grid (None when it was not sampled through a request)."""
+    if gen.request is None or gen.card is None:
+        return None
+    return GenerationRecord.from_request(gen.request, card=gen.card, model=gen.model_path, nrow=gen.settings.cols,
+                                         scale=scale)
 
 
 def base_stem(gen: Generation) -> str:
@@ -55,7 +78,7 @@ def sidecar(gen: Generation, out_dir: Path, scale: int, view: View) -> dict[str,
         "view": "predicted x0" if view == "x0" else "x_t",
         "generation": {"id": gen.id, "kind": gen.kind, "target": gen.target},
         "settings": {
-            "mix": s.mix, "sampler": s.sampler, "steps": s.steps, "eta": s.eta, "guidance": s.guidance,
+            "mix": s.mix, "sampler": s.sampler, "steps": s.steps, **s.options, "guidance": s.guidance,
             "seed": s.seed, "rows": s.rows, "cols": s.cols,
         },
         "backend": gen.backend,
@@ -69,8 +92,8 @@ def sidecar(gen: Generation, out_dir: Path, scale: int, view: View) -> dict[str,
             for i, cell in enumerate(gen.cells)
         ],
         "regenerate": (
-            "sprite i = sample n=1, seeds=[sprites[i].seed], context from sprites[i].mix, "
-            "with sampler/steps/eta/guidance from settings"
+            "the whole grid: `difftool generate MODEL --from-png <the PNG>` (the PNG holds the record); "
+            "sprite i alone: n=1, seeds=[sprites[i].seed], context from sprites[i].mix, the rest from settings"
         ),
     }
 
@@ -81,10 +104,14 @@ def _write_sidecar(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_sheet(gen: Generation, out_dir: Path, scale: int, view: View) -> Path:
-    """Save the grid as a PNG sprite sheet (no gaps, NEAREST ``scale``) and its sidecar JSON."""
+    """Save the grid as a PNG sprite sheet (no gaps, NEAREST ``scale``) and its sidecar JSON. The sampled
+    grid (x_t view) carries the generation record; the predicted-x0 view is not what a sampler returns,
+    so it carries none."""
     s = gen.settings
     path = out_dir / f"{stem_for(gen, out_dir)}.png"
-    save_png(path, tile(gen.x0 if view == "x0" else gen.image, s.rows, s.cols), scale)
+    rec = record(gen, scale) if view == "xt" else None
+    save_png(path, sheet(gen.x0 if view == "x0" else gen.image, s.rows, s.cols), scale,
+             text=rec.png_text() if rec is not None else None)
     _write_sidecar(path.with_suffix(".json"), sidecar(gen, out_dir, scale, view))
     return path
 
@@ -94,6 +121,8 @@ def save_animation(gen: Generation, out_dir: Path, scale: int, view: View, durat
     s = gen.settings
     frames = gen.frames_x0 if view == "x0" else gen.frames
     path = out_dir / f"{stem_for(gen, out_dir)}.gif"
-    save_gif(path, [tile(f, s.rows, s.cols) for f in frames], duration_ms, scale)
+    sheets = [sheet(f, s.rows, s.cols) for f in frames]
+    hold = max(1, round(HOLD_LAST_MS / duration_ms))  # identical frames merge into one long frame
+    save_gif(path, sheets + [sheets[-1]] * hold, duration_ms, scale)
     _write_sidecar(path.with_suffix(".json"), sidecar(gen, out_dir, scale, view))
     return path

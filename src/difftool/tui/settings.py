@@ -1,20 +1,24 @@
-"""What the user asks for: one frozen :class:`Settings` record, plus parsers for mix and grid text.
+"""What the user asks for: one frozen :class:`Settings` record, plus the grid-size parser.
 
-Everything here is pure (no Textual), so the controls, the history, the sidecar JSON and the tests all
-share one definition of "the settings of a generation".
+Sampler settings left as ``None`` mean "the model's default"; :meth:`Settings.resolved` fills them in
+with :func:`difftool.runtime.defaults.resolve`, the one place every front end takes its defaults from.
+Sampler names, their options (eta, variance, ...) and their checks come from the sampler registry.
+Everything here is pure (no Textual), so the controls, the history, saving and the tests share it.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from difftool.config import ModelCard
 from difftool.errors import DifftoolError
-
-SAMPLERS: dict[str, str] = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++ (2M)"}
-"""Sampler id -> label shown in the UI (ids are what :class:`SampleRequest` takes)."""
+from difftool.runtime.defaults import Settings as Sampling
+from difftool.runtime.defaults import resolve
+from difftool.runtime.samplers import canonical_name, get_sampler, option_names
 
 MIN_GRID, MAX_GRID = 1, 8
 MAX_SEED = 2**31 - 1
@@ -24,13 +28,15 @@ _GRID_RE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class Settings:
-    """The knobs of one generation. ``mix`` is canonical mix text ("" = unconditional)."""
+    """The knobs of one generation. ``mix`` is canonical mix text ("" = unconditional); ``sampler``,
+    ``steps``, ``guidance`` and each of ``options`` (the sampler's own: eta, variance, ...) may be None
+    for the model's default."""
 
     mix: str = ""
-    sampler: str = "ddim"
-    steps: int = 25
-    eta: float = 0.0
-    guidance: float = 1.0
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     random_seed: bool = False
     rows: int = 4
@@ -48,30 +54,53 @@ class Settings:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["options"] = dict(self.options)
+        return data
 
     def summary(self) -> str:
         """One short line for the history list and the status bar."""
         mix = self.mix or "uncond"
-        return f"{mix} {self.sampler} {self.steps}st g{self.guidance:g} s{self.seed} {self.rows}x{self.cols}"
+        guidance = "g?" if self.guidance is None else f"g{self.guidance:g}"
+        return (f"{mix} {self.sampler or 'default'} {self.steps or '?'}st {guidance} s{self.seed} "
+                f"{self.rows}x{self.cols}")
+
+    def sampling(self) -> Sampling:
+        """The sampler part as :class:`difftool.runtime.defaults.Settings` (for a resolved record)."""
+        if self.sampler is None or self.steps is None or self.guidance is None:
+            raise DifftoolError("settings are not resolved yet (no model loaded)")
+        return Sampling(sampler=self.sampler, steps=self.steps, guidance=self.guidance, options=dict(self.options))
+
+    def resolved(self, card: ModelCard) -> Settings:
+        """Every None sampler setting replaced by the model's default (``runtime.defaults.resolve``)."""
+        given = {name: value for name, value in self.options.items() if value is not None}
+        s = resolve(card, conditioned=bool(self.mix), sampler=self.sampler, steps=self.steps,
+                    guidance=self.guidance, **given)
+        out = replace(self, sampler=s.sampler, steps=s.steps, guidance=s.guidance, options=dict(s.options))
+        return out.validate(card.schedule.num_timesteps)
 
     def validate(self, max_steps: int | None = None) -> Settings:
-        """Raise :class:`DifftoolError` with a fix hint when a value is out of range; return self."""
-        if self.sampler not in SAMPLERS:
-            raise DifftoolError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        """A copy with the sampler name made canonical; :class:`DifftoolError` with a fix hint when a value
+        is out of range."""
+        sampler = None if self.sampler is None else canonical_name(self.sampler)
+        known = option_names()
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise DifftoolError(f"unknown sampler option(s) {', '.join(unknown)}; the samplers take: "
+                                f"{', '.join(known)}")
+        if sampler is not None:
+            get_sampler(sampler).resolve({k: v for k, v in self.options.items() if v is not None})
         limit = max_steps or 10_000
-        if not 1 <= self.steps <= limit:
+        if self.steps is not None and not 1 <= self.steps <= limit:
             raise DifftoolError(f"steps must be between 1 and {limit}, got {self.steps}")
-        if self.eta < 0:
-            raise DifftoolError(f"eta must be >= 0, got {self.eta:g}")
-        if self.guidance < 0:
-            raise DifftoolError(f"guidance must be >= 0 (1 = no guidance), got {self.guidance:g}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise DifftoolError(f"guidance must be a finite number >= 0 (1 = no guidance), got {self.guidance:g}")
         if not 0 <= self.seed <= MAX_SEED:
             raise DifftoolError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         for name, value in (("rows", self.rows), ("cols", self.cols)):
             if not MIN_GRID <= value <= MAX_GRID:
                 raise DifftoolError(f"grid {name} must be between {MIN_GRID} and {MAX_GRID}, got {value}")
-        return self
+        return replace(self, sampler=sampler)
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -87,48 +116,6 @@ def parse_grid(text: str) -> tuple[int, int]:
     if not (MIN_GRID <= rows <= MAX_GRID and MIN_GRID <= cols <= MAX_GRID):
         raise DifftoolError(f"grid size {text!r} is out of range: rows and cols must be 1..8")
     return rows, cols
-
-
-def parse_mix(spec: str, class_names: Sequence[str], num_classes: int) -> dict[str, float]:
-    """Parse ``"hero"`` or ``"hero=0.6,food=0.4"`` into ``{class name: weight}``.
-
-    A bare name weighs 1. Classes may also be given by index (``"0=0.5,3=0.5"``). Weights are kept as
-    written (not normalised): the remainder ``1 - sum`` is the unconditional share. ``""`` means
-    unconditional (an empty dict), as does ``"none"``.
-    """
-    names = list(class_names) or [str(i) for i in range(num_classes)]
-    mix: dict[str, float] = {}
-    if spec.strip().lower() == "none":
-        return mix
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        key, sep, raw = part.partition("=") if "=" in part else part.partition(":")
-        key = key.strip()
-        if key in names:
-            name = key
-        elif key.isdigit() and int(key) < len(names):
-            name = names[int(key)]
-        else:
-            known = ", ".join(names) if names else "none (this model is unconditional)"
-            raise DifftoolError(f"unknown class {key!r} in mix {spec!r}; this model knows: {known}")
-        try:
-            weight = float(raw) if sep else 1.0
-        except ValueError:
-            raise DifftoolError(f"weight {raw.strip()!r} for {name!r} is not a number (mix {spec!r})") from None
-        if weight < 0 or weight != weight:
-            raise DifftoolError(f"weight for {name!r} must be >= 0, got {raw.strip()} (mix {spec!r})")
-        if name in mix:
-            raise DifftoolError(f"class {name!r} appears twice in mix {spec!r}")
-        mix[name] = weight
-    return mix
-
-
-def format_mix(mix: dict[str, float]) -> str:
-    """The canonical text of a parsed mix: ``"hero"`` for a lone weight-1 class, else ``a=w,b=w``."""
-    if len(mix) == 1 and next(iter(mix.values())) == 1.0:
-        return next(iter(mix))
-    return ",".join(f"{name}={weight:g}" for name, weight in mix.items())
 
 
 def slug(text: str) -> str:

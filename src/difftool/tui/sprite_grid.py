@@ -21,8 +21,6 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from difftool.tui.imaging import to_rgb
-
 HALF = "▀"
 GAP = 1  # gutter between sprites, in pixels
 MIN_ZOOM, MAX_ZOOM = 1, 4
@@ -30,6 +28,16 @@ BACKGROUND = (14, 14, 22)
 EMPTY = (38, 38, 52)
 CURSOR_FOCUSED = (255, 196, 0)
 CURSOR_BLURRED = (96, 96, 120)
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) uint8 with C in {1, 3, 4} -> (B, H, W, 3) uint8 (grey drawn as equal RGB)."""
+    channels = images.shape[-1]
+    if channels == 1:
+        return np.repeat(images, 3, axis=-1)
+    if channels >= 3:
+        return images[..., :3]
+    raise ValueError(f"cannot show images with {channels} channels")
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
