@@ -36,9 +36,9 @@ from difftool.bench.peak import measure_peak
 from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser
-from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.kinds import FILE_KINDS
 from difftool.runtime.kinds import canonical_backend as _canonical
+from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.samplers import canonical_name
 from difftool.runtime.schedules import make_schedule
 

@@ -38,25 +38,40 @@ from difftool.eval.metrics import (
     mean_pairwise_distance,
     nearest_train_rms,
 )
+from difftool.runtime.samplers import get_sampler
 
 # "default": the model's recommended setting (ModelCard.recommended: its card's ``sampling``, else DDIM-25,
 # eta 0, guidance 2), so the first row is what `difftool generate` / the TUI / the demo produce.
 D = "default"
-DEFAULT_CONFIGS: tuple[dict[str, Any], ...] = (
+_DEFAULT_ROWS: tuple[dict[str, Any], ...] = (
     {"sampler": "ddim", "steps": 25, "guidance": D, "eta": D},  # the default sampling settings
     {"sampler": "ddim", "steps": 25, "guidance": D, "eta": 0.0},  # deterministic DDIM
     {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": D},
     {"sampler": "ddim", "steps": 25, "guidance": 2.0, "eta": D},
-    {"sampler": "ddim", "steps": 10, "guidance": D, "eta": D},
-    {"sampler": "ddim", "steps": 50, "guidance": D, "eta": D},
-    {"sampler": "dpmpp_2m", "steps": 12, "guidance": D, "eta": 0.0},
-    {"sampler": "ddpm", "steps": None, "guidance": D, "eta": 0.0},  # None: every timestep of the schedule
 )
-QUICK_CONFIGS: tuple[dict[str, Any], ...] = (
-    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": D},
-    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": D},
-    {"sampler": "dpmpp_2m", "steps": 12, "guidance": D, "eta": 0.0},
-)
+
+
+def _registry_rows(quick: bool = False) -> tuple[dict[str, Any], ...]:
+    """Every registered sampler at its ``eval_steps`` (quick: the largest only, DDIM skipped), then the
+    all-timestep samplers (DDPM) with ``steps: None``."""
+    from difftool.runtime.samplers import SAMPLERS
+
+    rows: list[dict[str, Any]] = []
+    for spec in SAMPLERS.values():
+        if spec.all_steps or (quick and spec.name == _DEFAULT_ROWS[0]["sampler"]):
+            continue
+        eta = D if "eta" in spec.option_names() else 0.0
+        for steps in (spec.eval_steps[-1:] if quick else spec.eval_steps):
+            if {"sampler": spec.name, "steps": steps, "guidance": D, "eta": eta} not in _DEFAULT_ROWS:
+                rows.append({"sampler": spec.name, "steps": steps, "guidance": D, "eta": eta})
+    if not quick:
+        rows += [{"sampler": spec.name, "steps": None, "guidance": D, "eta": 0.0}  # None: every timestep
+                 for spec in SAMPLERS.values() if spec.all_steps]
+    return tuple(rows)
+
+
+DEFAULT_CONFIGS: tuple[dict[str, Any], ...] = _DEFAULT_ROWS + _registry_rows()
+QUICK_CONFIGS: tuple[dict[str, Any], ...] = (_DEFAULT_ROWS[0], _DEFAULT_ROWS[2], *_registry_rows(quick=True))
 DEFAULT_PER_CLASS = 64
 QUICK_PER_CLASS = 16
 
@@ -515,7 +530,7 @@ def render_table(report: EvalReport):
             acc = f"[bold]{acc}[/]"
         if row is best_fid and len(report.rows) > 1:
             fid = f"[bold]{fid}[/]"
-        sampler = {"dpmpp_2m": "dpm++"}.get(row.sampler, row.sampler) + (f" η{row.eta:g}" if row.eta else "")
+        sampler = get_sampler(row.sampler).short.lower() + (f" η{row.eta:g}" if row.eta else "")
         table.add_row(
             sampler,
             str(row.steps),

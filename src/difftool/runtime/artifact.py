@@ -12,7 +12,6 @@ from difftool.errors import DifftoolError
 from difftool.runtime.kinds import kind_of
 
 
-
 def read_card(path: str | Path) -> ModelCard:
     path = Path(path)
     if not path.is_file():

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from difftool.errors import DifftoolError, MissingDependency
 from difftool.runtime.denoiser import Denoiser
-
 from difftool.runtime.kinds import backend_names, canonical_backend, kind_of
 
 BACKENDS = (*backend_names(), "torch")  # "torch": the PyTorch backend on the best device
