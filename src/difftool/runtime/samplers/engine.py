@@ -16,7 +16,6 @@ from difftool.runtime.noise import NoiseSource
 from difftool.runtime.samplers._ops import clip_
 from difftool.runtime.samplers.table import COL, Coefficients
 
-
 # Called after the clip with (step index, total steps, x0 (B, C, H, W)); may change x0 in place. eps is then
 # re-derived from the changed x0, so the update stays consistent (as with clipping).
 X0Hook = Callable[[int, int, np.ndarray], None]
