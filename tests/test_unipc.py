@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.test_samplers import STANDARD, dummy_eps, like_diffusers, max_abs, no_noise, x_T
 
 from difftool.runtime.samplers import SAMPLERS, get_sampler, unipc
 from difftool.runtime.samplers.unipc import unipc_table
 from difftool.runtime.timesteps import timesteps
-from tests.test_samplers import STANDARD, dummy_eps, like_diffusers, max_abs, no_noise, x_T
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from difftool import cli_options as opt
+from difftool import cli_sampling
 from difftool.errors import DifftoolError
 
 app = typer.Typer(
@@ -24,10 +26,8 @@ app = typer.Typer(
 )
 
 
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
+_stderr = opt.stderr_console
+bundled_model = opt.bundled_model
 
 
 # -- train -------------------------------------------------------------------------------------------
@@ -102,7 +102,8 @@ def info(
                   f"{s.convention} convention, network time = {s.time_input}")
     table.add_row("prediction", card.prediction)
     table.add_row("model config", ", ".join(f"{k}={v}" for k, v in card.model.__dict__.items()))
-    table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in ("sampler", "steps", "eta", "guidance"))
+    table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in ("sampler", "steps", "eta", "variance",
+                                                                              "guidance"))
                   + ("" if card.sampling else " (generic defaults)"))
     if card.training:
         table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
@@ -113,175 +114,11 @@ def info(
     _stderr().print(table)
 
 
-# -- generate / sample / demo --------------------------------------------------------------------------
+# -- generate / sample / demo (difftool.cli_sampling) ---------------------------------------------------
 
-SAMPLER_HELP = "ddim | ddpm | dpmpp_2m"
-SAMPLER_CHOICES = ("ddim", "ddpm", "dpmpp_2m", "dpm++")  # what --sampler accepts (dpm++: alias)
-
-
-def _load_pipeline(path: Path | None, backend: str, threads: int | None):
-    from difftool.runtime.loader import load
-
-    return load(path if path is not None else bundled_model(), backend=backend, threads=threads)
-
-
-def bundled_model() -> Path:
-    """The ONNX artifact shipped inside the package."""
-    from importlib.resources import files
-
-    path = Path(str(files("difftool") / "assets" / "sprites.onnx"))
-    if not path.is_file():
-        raise DifftoolError(f"the bundled sprite model is missing from the installation ({path}); "
-                            "reinstall difftool or pass an artifact path")
-    return path
-
-
-def _generate(path, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
-              spacing, out, gif, gif_frames, scale, json_out):
-    from difftool import generate as gen_mod
-
-    console = _stderr()
-    pipe = _load_pipeline(path, backend, threads)
-    request = gen_mod.build_request(pipe, n=n, class_name=class_name, mix=mix, sampler=sampler, steps=steps,
-                                    eta=eta, guidance=guidance, seed=seed, spacing=spacing)
-    nrow = nrow or min(n, 8)
-    with _step_progress(console, request.steps) as advance:
-        result = gen_mod.run(pipe, request, nrow=nrow, frames=gif_frames if gif else None, progress=advance)
-    written = gen_mod.write_outputs(result, nrow=nrow, png=out, gif=gif, scale=scale)
-    summary = {"artifact": str(path or "bundled"), "backend": pipe.denoiser.name, "n": n,
-               "sampler": request.sampler, "steps": request.steps, "eta": request.eta, "guidance": request.guidance,
-               "seed": seed, "seconds": round(result.seconds, 4),
-               "unet_steps_per_s": round(result.steps_per_s, 2), "outputs": [str(p) for p in written]}
-    if json_out:
-        import json
-
-        print(json.dumps(summary))
-    else:
-        console.print(f"[green]wrote[/] {', '.join(map(str, written))}  "
-                      f"({gen_mod.describe(request)}; {result.seconds:.2f} s, {result.steps_per_s:.1f} U-Net steps/s, "
-                      f"{pipe.denoiser.name})")
-
-
-class _step_progress:
-    """A transient Rich progress bar on stderr, advanced once per sampler step."""
-
-    def __init__(self, console, total: int):
-        self.console, self.total = console, total
-
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), console=self.console,
-                            transient=True)
-        task = self.bar.add_task("s", total=self.total)
-        self.bar.start()
-        return lambda step: self.bar.update(task, completed=step.index + 1)
-
-    def __exit__(self, *exc):
-        self.bar.stop()
-
-
-_Class = Annotated[str | None, typer.Option("--class", "-c", help="class name or index (e.g. hero)")]
-_Mix = Annotated[str | None, typer.Option(help="mixed context, e.g. hero=0.5,food=0.5 (the course's mixtures)")]
-_N = Annotated[int, typer.Option("--n", "-n", min=1, max=1024, help="number of samples")]
-_Sampler = Annotated[str | None, typer.Option(help=SAMPLER_HELP + " (default: the model's, else ddim)")]
-_Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the model's, else 25; ddpm: all)")]
-_Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic; default: the model's, else 0)")]
-_Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default with a class: the model's, else 2)")]
-_Seed = Annotated[int, typer.Option(help="seed of sample 0 (sample i uses seed + i)")]
-_Spacing = Annotated[str | None, typer.Option(help="timestep spacing: trailing | leading | linspace")]
-_Out = Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write")]
-_Gif = Annotated[Path | None, typer.Option(help="also write a GIF of the denoising")]
-_GifFrames = Annotated[str, typer.Option(help="what the GIF shows per step: x (noisy sample) or x0 (prediction)")]
-_Scale = Annotated[int, typer.Option(min=1, max=32, help="pixel upscaling of the PNG/GIF")]
-_Backend = Annotated[str, typer.Option(help="auto | ort-cpu | ort-cuda | tensorrt | torch-cpu | torch-cuda")]
-_Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend")]
-_Json = Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")]
-
-
-def _check_choice(value, choices, flag):
-    if value is not None and value not in choices:
-        raise typer.BadParameter(f"must be one of: {', '.join(choices)}", param_hint=flag)
-
-
-@app.command()
-def generate(
-    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
-    class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
-    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
-    seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("out.png"), gif: _Gif = None,
-    gif_frames: _GifFrames = "x0", scale: _Scale = 4, backend: _Backend = "auto", threads: _Threads = None,
-    json_out: _Json = False,
-):
-    """Generate a PNG grid (and optional GIF) from an exported artifact or a checkpoint."""
-    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
-    _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
-    _check_choice(gif_frames, ("x", "x0"), "--gif-frames")
-    _generate(artifact, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
-              spacing, out, gif, gif_frames, scale, json_out)
-
-
-@app.command()
-def sample(
-    checkpoint: Annotated[Path, typer.Argument(help="checkpoint: difftool .safetensors, course or explainingai .pth")],
-    class_name: _Class = None, mix: _Mix = None, n: _N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
-    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
-    seed: _Seed = 0, spacing: _Spacing = None, out: _Out = Path("samples.png"), gif: _Gif = None,
-    gif_frames: _GifFrames = "x0", scale: _Scale = 4, device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    threads: _Threads = None, json_out: _Json = False,
-):
-    """Sample from a checkpoint with the PyTorch backend (PNG grid, optional GIF)."""
-    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
-    _check_choice(device, ("cpu", "cuda"), "--device")
-    _generate(checkpoint, f"torch-{device}", threads, class_name, mix, n, nrow, sampler, steps, eta, guidance,
-              seed, spacing, out, gif, gif_frames, scale, json_out)
-
-
-@app.command()
-def demo(
-    per_class: Annotated[int, typer.Option(min=1, max=16, help="sprites per row")] = 8,
-    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, guidance: _Guidance = None,
-    seed: _Seed = 0, out: _Out = Path("demo.png"), scale: _Scale = 4, threads: _Threads = None,
-    mix: Annotated[str, typer.Option(help="context of the extra mixed row")] = "hero=0.5,creature=0.5",
-):
-    """Generate one row of sprites per class plus a mixed-context row with the bundled model (no torch)."""
-    import numpy as np
-
-    from difftool import generate as gen_mod
-    from difftool.render import halfblock_text, truecolor_hint
-    from difftool.runtime.images import grid, save_png
-
-    console = _stderr()
-    pipe = _load_pipeline(None, "auto", threads)
-    card = pipe.card
-    ctx, _ = pipe.contexts_per_class(per_class)
-    ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
-    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
-    request = gen_mod.request_for(pipe, ctx, conditioned=True, sampler=sampler, steps=steps, eta=eta,
-                                  guidance=guidance, seed=seed)
-    with _step_progress(console, request.steps) as advance:
-        result = gen_mod.run(pipe, request, nrow=per_class, progress=advance)
-    labels = [*card.class_names, f"mix {mix}"]
-    out_console = _stdout_console()
-    fit = max(1, (out_console.width - 1) // (card.image_size + 1))  # sprites per terminal line
-    for row, label in enumerate(labels):
-        sprites = result.images[row * per_class:(row + 1) * per_class]
-        out_console.print(f"[bold]{label}[/]")
-        out_console.print(halfblock_text(grid(sprites, nrow=min(per_class, fit)), scale=1))
-    save_png(out, grid(result.images, nrow=per_class), scale=scale)
-    hint = truecolor_hint()
-    if hint:
-        console.print(f"[yellow]note:[/] {hint}")
-    console.print(f"[green]wrote[/] {out}: {len(ctx)} sprites, {gen_mod.describe(request)}, "
-                  f"{result.seconds:.2f} s ({result.steps_per_s:.1f} U-Net steps/s, {pipe.denoiser.name})")
-    if card.credit:
-        console.print(f"[dim]{card.credit}[/]")
-
-
-def _stdout_console():
-    from rich.console import Console
-
-    return Console(highlight=False)
+cli_sampling.register(app)
+_Json, _Threads, _Backend, _Seed = opt.Json, opt.Threads, opt.Backend, opt.Seed
+_check_choice, _load_pipeline = opt.check_choice, opt.load_pipeline
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -344,7 +181,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @app.command()
 def bench(
     artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
-    sampler: Annotated[str, typer.Option(help=SAMPLER_HELP + " (the timed loop)")] = "ddim",
+    sampler: Annotated[str, typer.Option(help=opt.sampler_registry.help_text() + " (the timed loop)")] = "ddim",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the timed loop")] = 25,
     batch: Annotated[str, typer.Option(help="batch sizes, comma separated")] = "1,16,64",
     backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt "
@@ -357,7 +194,8 @@ def bench(
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
     from difftool.bench.run import canonical_backend
 
-    _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
+    opt.check_sampler(sampler)
+    opt.check_finite(guidance, "--guidance", minimum=0.0)
     batches = _int_list(batch, "--batch")
     backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
     for name in backends:
@@ -408,7 +246,7 @@ def eval_(
         raise DifftoolError("difftool eval judges class-conditioned samples; this model is unconditional")
     configs = [dict(c) for c in (QUICK_CONFIGS if quick else DEFAULT_CONFIGS)]
     if not ddpm:
-        configs = [c for c in configs if c["sampler"] != "ddpm"]
+        configs = [c for c in configs if not opt.sampler_registry.get_sampler(str(c["sampler"])).all_steps]
     per_class = per_class or (QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from difftool.errors import DifftoolError
+from difftool.runtime.defaults import Settings, resolve
 from difftool.runtime.denoiser import Step
 from difftool.runtime.images import grid, save_gif, save_png, to_uint8
-from difftool.runtime.defaults import Settings, resolve
 from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.samplers import get_sampler
 
@@ -99,10 +99,12 @@ def run(pipe: Pipeline, request: SampleRequest, *, nrow: int, frames: str | None
     return Generation(images, request, seconds, count[0], collected)
 
 
-def write_outputs(gen: Generation, *, nrow: int, png: Path | None, gif: Path | None, scale: int) -> list[Path]:
+def write_outputs(gen: Generation, *, nrow: int, png: Path | None, gif: Path | None, scale: int,
+                  text: dict[str, str] | None = None) -> list[Path]:
+    """The PNG grid (with ``text`` chunks: the generation record) and the optional GIF, atomically."""
     written = []
     if png is not None:
-        written.append(save_png(png, grid(gen.images, nrow=nrow), scale=scale))
+        written.append(save_png(png, grid(gen.images, nrow=nrow), scale=scale, text=text))
     if gif is not None:
         if not gen.frames:
             raise DifftoolError("no frames were collected for the GIF")

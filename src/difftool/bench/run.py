@@ -36,16 +36,16 @@ from difftool.bench.peak import measure_peak
 from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser
+from difftool.runtime.kinds import FILE_KINDS
+from difftool.runtime.kinds import canonical_backend as _canonical
 from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.samplers import canonical_name
 from difftool.runtime.schedules import make_schedule
 
 SCHEMA = "difftool.bench/1"
 DEFAULT_BACKENDS = ("ort", "torch")
-ALIASES = {"ort": "ort-cpu", "torch": "torch-cpu", "cuda": "ort-cuda", "trt": "tensorrt"}
-KNOWN = ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt", "torch-cpu", "torch-cuda")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-ENGINE_SUFFIXES = (".engine", ".plan")
+CHECKPOINT_SUFFIXES = FILE_KINDS["checkpoint"].suffixes
+ENGINE_SUFFIXES = FILE_KINDS["engine"].suffixes
 
 # Time boxes (seconds): sized so the defaults (3 batches x 2 backends, 85 MFLOP model) finish in well
 # under a minute on 2 cores, including the peak measurement and session start-up.
@@ -107,11 +107,8 @@ def _onnx_for(artifact: Path) -> Path | None:
 
 
 def canonical_backend(name: str) -> str:
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in KNOWN:
-        raise DifftoolError(f"unknown backend {name!r}; choose from: {', '.join((*ALIASES, *KNOWN))}")
-    return key
+    """A backend name or alias from the registry (``auto`` is not a bench backend)."""
+    return _canonical(name, allow_auto=False)
 
 
 def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int) -> Denoiser:
@@ -328,7 +325,7 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
               console=None) -> dict[str, Any]:
     """Benchmark ``artifact`` (None: the bundled sprite model); returns a JSON-serialisable record.
 
-    ``backends``: names from :data:`KNOWN` or the aliases ``ort``, ``torch``, ``cuda``, ``trt``.
+    ``backends``: registry names or aliases (``difftool.runtime.kinds.BACKENDS``: ort, torch, cuda, trt ...).
     ``threads``: CPU threads for every library (default: the cores this process may use).
     """
     started = time.perf_counter()

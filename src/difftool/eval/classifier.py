@@ -167,17 +167,38 @@ def train_classifier(
         held = split_by_identity(tiles.identity, tiles.labels, holdout, seed)
     train, test = tiles.subset(~held), tiles.subset(held)
     k = len(tiles.class_names)
-    x = torch.from_numpy(train.images)
-    y = torch.from_numpy(train.labels)
-    counts = np.bincount(train.labels, minlength=k).astype(np.float64)
-    sample_w = torch.from_numpy(1.0 / counts[train.labels])  # class-balanced sampling
-    steps_per_epoch = max(1, len(train) // batch_size)
     model = SpriteClassifier(
         num_classes=k, widths=tuple(widths), dropout=dropout, silhouette=silhouette, spatial=spatial
     )
+    start = time.perf_counter()
+    _fit(model, train, test, gen, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+         label_smoothing=label_smoothing, channel_shuffle=channel_shuffle, log=log)
+    confusion, per_class = _heldout_scores(model, test, tiles.class_names)
+    config = {
+        "seed": seed, "holdout": holdout, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "dropout": dropout, "silhouette": silhouette, "spatial": spatial,
+        "channel_shuffle": channel_shuffle, "widths": list(widths), "label_smoothing": label_smoothing,
+        "split": "by sprite identity (both animation frames together), per class, "
+        "difftool.eval.data.split_by_identity",
+        "sampling": "class-balanced",
+        "augmentation": "hflip, 1px translation" + (", RGB channel permutation" if channel_shuffle else ""),
+    }
+    return TrainResult(model=model.eval(), class_names=tiles.class_names, heldout_accuracy=per_class,
+                       heldout_counts=test.class_counts(), train_counts=train.class_counts(),
+                       confusion=confusion.tolist(), seconds=time.perf_counter() - start, config=config)
+
+
+def _fit(model: SpriteClassifier, train: SpriteTiles, test: SpriteTiles, gen: torch.Generator, *, epochs: int,
+         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, channel_shuffle: bool,
+         log: Callable[[str], None] | None) -> None:
+    """AdamW + one-cycle lr over class-balanced batches (drawn with replacement), augmented."""
+    x, y = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    counts = np.bincount(train.labels, minlength=model.head.out_features).astype(np.float64)
+    sample_w = torch.from_numpy(1.0 / counts[train.labels])  # class-balanced sampling
+    steps_per_epoch = max(1, len(train) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                pct_start=0.15)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -194,46 +215,20 @@ def train_classifier(
             running += float(loss.detach())
         if log and (epoch % 10 == 9 or epoch == epochs - 1):
             acc = float((predict(model, test.images) == test.labels).mean())
-            log(
-                f"epoch {epoch + 1}/{epochs} loss {running / steps_per_epoch:.4f} held-out acc {acc:.4f} "
-                f"({time.perf_counter() - start:.0f}s)"
-            )
+            log(f"epoch {epoch + 1}/{epochs} loss {running / steps_per_epoch:.4f} held-out acc {acc:.4f} "
+                f"({time.perf_counter() - start:.0f}s)")
+
+
+def _heldout_scores(model: SpriteClassifier, test: SpriteTiles, class_names) -> tuple[np.ndarray, dict]:
+    """The held-out confusion matrix and accuracy per class, class-balanced and overall."""
+    k = len(class_names)
     pred = predict(model, test.images)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (test.labels, pred), 1)
-    per_class = {
-        name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(tiles.class_names)
-    }
-    per_class["balanced"] = float(np.mean([per_class[n] for n in tiles.class_names]))
+    per_class = {name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(class_names)}
+    per_class["balanced"] = float(np.mean([per_class[n] for n in class_names]))
     per_class["overall"] = float((pred == test.labels).mean())
-    return TrainResult(
-        model=model.eval(),
-        class_names=tiles.class_names,
-        heldout_accuracy=per_class,
-        heldout_counts=test.class_counts(),
-        train_counts=train.class_counts(),
-        confusion=confusion.tolist(),
-        seconds=time.perf_counter() - start,
-        config={
-            "seed": seed,
-            "holdout": holdout,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "dropout": dropout,
-            "silhouette": silhouette,
-            "spatial": spatial,
-            "channel_shuffle": channel_shuffle,
-            "widths": list(widths),
-            "label_smoothing": label_smoothing,
-            "split": "by sprite identity (both animation frames together), per class, "
-            "difftool.eval.data.split_by_identity",
-            "sampling": "class-balanced",
-            "augmentation": "hflip, 1px translation"
-            + (", RGB channel permutation" if channel_shuffle else ""),
-        },
-    )
+    return confusion, per_class
 
 
 class _Export(nn.Module):

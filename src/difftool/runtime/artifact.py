@@ -9,18 +9,17 @@ from pathlib import Path
 
 from difftool.config import CARD_KEY, ModelCard
 from difftool.errors import DifftoolError
-
-ONNX_SUFFIXES = (".onnx",)
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+from difftool.runtime.kinds import kind_of
 
 
 def read_card(path: str | Path) -> ModelCard:
     path = Path(path)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
-    if path.suffix == ".onnx":
+    kind = kind_of(path)
+    if kind.name == "onnx":
         return onnx_card(path)
-    if path.suffix == ".engine" or path.suffix == ".plan":
+    if kind.name == "engine":
         return _sidecar_card(path)
     if _safetensors_header(path) is not None:
         header = _safetensors_header(path)

@@ -323,17 +323,19 @@ def _log(out: Path, step, epoch, losses, rate, opt):
 
 
 def _sample_grid(out: Path, ema, card: ModelCard, step: int, per_class: int = 8) -> Path | None:
-    """One row per class (or one row if unconditional), DDIM-25, guidance 2, seed 0."""
+    """One row per class (or one row if unconditional) at the card's default settings, seed 0."""
+    from difftool.generate import request_for
     from difftool.models.denoiser import TorchDenoiser
     from difftool.runtime.images import grid, save_png, to_uint8
-    from difftool.runtime.pipeline import Pipeline, SampleRequest
+    from difftool.runtime.pipeline import Pipeline
 
     device = next(ema.parameters()).device
     pipe = Pipeline(TorchDenoiser(ema, card, device=str(device), cuda_graphs=False))
     k = card.num_classes
     n = per_class * max(1, k)
-    ctx = np.repeat(np.eye(k, dtype=np.float32), per_class, axis=0) if k else None
-    x = pipe.sample(SampleRequest(n=n, context=ctx, sampler="ddim", steps=25, guidance=2.0 if k else 1.0))
+    ctx = np.repeat(np.eye(k, dtype=np.float32), per_class, axis=0) if k else np.zeros((n, 0), np.float32)
+    request = request_for(pipe, ctx, conditioned=bool(k), sampler=None, steps=None, eta=None, guidance=None, seed=0)
+    x = pipe.sample(request)
     path = out / "samples" / f"step_{step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(path, grid(to_uint8(x, card.value_range), nrow=per_class), scale=4)

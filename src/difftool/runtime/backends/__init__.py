@@ -16,11 +16,9 @@ from pathlib import Path
 
 from difftool.errors import DifftoolError, MissingDependency
 from difftool.runtime.denoiser import Denoiser
+from difftool.runtime.kinds import backend_names, canonical_backend, kind_of
 
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt", "torch", "torch-cpu", "torch-cuda")
+BACKENDS = (*backend_names(), "torch")  # "torch": the PyTorch backend on the best device
 
 
 def _installed(module: str) -> bool:
@@ -83,23 +81,20 @@ def available_backends() -> dict[str, str | None]:
 def make_denoiser(path: str | Path, backend: str = "auto", threads: int | None = None, **opts) -> Denoiser:
     """Open ``path`` with ``backend`` (see :data:`BACKENDS`); extra ``opts`` go to the backend class."""
     path = Path(path)
-    if backend not in BACKENDS:
-        raise DifftoolError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend != "torch":
+        backend = canonical_backend(backend)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
+    kind = kind_of(path)
+    if kind.name == "onnx":
         return _onnx(path, backend, threads, opts)
-    if suffix in ENGINE_SUFFIXES:
+    if kind.name == "engine":
         if backend not in ("auto", "tensorrt"):
             raise DifftoolError(f"{path.name} is a TensorRT engine; it runs only with the tensorrt backend")
         from difftool.runtime.backends.tensorrt import TensorRTDenoiser
 
         return TensorRTDenoiser(path, **opts)
-    if suffix in CHECKPOINT_SUFFIXES:
-        return _checkpoint(path, backend, threads, opts)
-    raise DifftoolError(f"{path}: unknown file type {suffix or '(none)'}; expected .onnx, .engine/.plan or a "
-                        "checkpoint (.safetensors, .pth, .pt)")
+    return _checkpoint(path, backend, threads, opts)
 
 
 def _onnx(path: Path, backend: str, threads: int | None, opts: dict) -> Denoiser:

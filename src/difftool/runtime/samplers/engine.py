@@ -7,6 +7,8 @@ drive it, so a request's state evolves exactly as in the offline loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from difftool.runtime.denoiser import EpsFn, Step, StepCallback
@@ -14,13 +16,18 @@ from difftool.runtime.noise import NoiseSource
 from difftool.runtime.samplers._ops import clip_
 from difftool.runtime.samplers.table import COL, Coefficients
 
+# Called after the clip with (step index, total steps, x0 (B, C, H, W)); may change x0 in place. eps is then
+# re-derived from the changed x0, so the update stays consistent (as with clipping).
+X0Hook = Callable[[int, int, np.ndarray], None]
+
 
 class SamplerRun:
     """One sampling run: ``x`` is x_T (B, C, H, W) (copied); feed ``advance(eps)`` with the network's eps at
     ``x`` and timestep ``t`` until ``done``. ``noise`` is called only on steps with sigma > 0."""
 
-    def __init__(self, table: Coefficients, x: np.ndarray, noise: NoiseSource, clip: float | None = None):
-        self.table, self.noise, self.clip = table, noise, clip
+    def __init__(self, table: Coefficients, x: np.ndarray, noise: NoiseSource, clip: float | None = None,
+                 x0_hook: X0Hook | None = None):
+        self.table, self.noise, self.clip, self.x0_hook = table, noise, clip, x0_hook
         self.x = np.array(x, dtype=np.float32, order="C", copy=True)  # (B, C, H, W) current sample
         self.index = 0
         self.x0 = np.zeros_like(self.x)  # data prediction of the last step
@@ -28,7 +35,7 @@ class SamplerRun:
         depth = table.history
         self._h = [np.zeros_like(self.x) for _ in range(depth)]  # h1, h2
         self._xl = np.zeros_like(self.x) if table.corrects else None
-        self._rederive = clip is not None and bool(table.column("u_eps").any())
+        self._rederive = (clip is not None or x0_hook is not None) and bool(table.column("u_eps").any())
 
     @property
     def done(self) -> bool:
@@ -48,6 +55,8 @@ class SamplerRun:
         x0 *= 1.0 / r[COL["a"]]  # x0 = (x - s eps) / a
         if self.clip is not None:
             clip_(x0, self.clip)
+        if self.x0_hook is not None:
+            self.x0_hook(self.index, len(self.table), x0)  # e.g. palette projection in the last steps
         if self._rederive:
             np.multiply(x0, r[COL["a"]], out=tmp)
             np.subtract(x, tmp, out=tmp)
@@ -105,9 +114,9 @@ def _axpy(out: np.ndarray, k: float, y: np.ndarray) -> None:
 
 
 def run(eps_fn: EpsFn, x: np.ndarray, table: Coefficients, noise: NoiseSource, *, clip: float | None = None,
-        callback: StepCallback | None = None) -> np.ndarray:
+        callback: StepCallback | None = None, x0_hook: X0Hook | None = None) -> np.ndarray:
     """The offline loop: every step of ``table`` from x_T ``x`` (not modified); returns x_0 (B, C, H, W)."""
-    state = SamplerRun(table, x, noise, clip)
+    state = SamplerRun(table, x, noise, clip, x0_hook)
     while not state.done:
         step = state.advance(eps_fn(state.x, state.t))
         if callback is not None:

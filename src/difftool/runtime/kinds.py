@@ -1,0 +1,109 @@
+"""The registries of model-file kinds and backends: one home for "which file is what, and what runs it".
+
+* :data:`FILE_KINDS`: each kind's suffixes, a content sniff for files whose suffix lies or is missing, and
+  the backends that open it, in order of preference (GPU first; the first usable one is the default).
+* :data:`BACKENDS`: each backend's name, aliases, the file kind it opens and its device.
+
+``make_denoiser``, ``read_card``, ``bench``, the TUI launcher and the CLI help all read these; nothing
+here imports torch, onnxruntime or tensorrt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from difftool.errors import DifftoolError
+
+
+@dataclass(frozen=True)
+class FileKind:
+    name: str  # "onnx" | "engine" | "checkpoint"
+    suffixes: tuple[str, ...]
+    backends: tuple[str, ...]  # preferred order
+    label: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    aliases: tuple[str, ...]
+    opens: str  # a FileKind name
+    device: str  # "cpu" | "cuda"
+    label: str
+
+
+FILE_KINDS: dict[str, FileKind] = {k.name: k for k in (
+    FileKind("onnx", (".onnx",), ("ort-cuda", "ort-cpu", "ort-tensorrt"), "ONNX graph"),
+    FileKind("engine", (".engine", ".plan"), ("tensorrt",), "TensorRT engine"),
+    FileKind("checkpoint", (".safetensors", ".pth", ".pt", ".ckpt", ".bin"), ("torch-cuda", "torch-cpu"),
+             "checkpoint (difftool .safetensors, course or explainingai .pth)"),
+)}
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("ort-cpu", ("ort", "onnxruntime"), "onnx", "cpu", "onnxruntime, CPU"),
+    Backend("ort-cuda", ("cuda",), "onnx", "cuda", "onnxruntime, CUDA execution provider"),
+    Backend("ort-tensorrt", ("ort-trt",), "onnx", "cuda", "onnxruntime, TensorRT execution provider"),
+    Backend("tensorrt", ("trt",), "engine", "cuda", "TensorRT engine"),
+    Backend("torch-cpu", ("torch",), "checkpoint", "cpu", "PyTorch, CPU"),
+    Backend("torch-cuda", (), "checkpoint", "cuda", "PyTorch, CUDA"),
+)}
+BACKEND_ALIASES: dict[str, str] = {alias: b.name for b in BACKENDS.values() for alias in b.aliases}
+
+
+def backend_names(with_auto: bool = True) -> tuple[str, ...]:
+    """Every backend name (``auto`` first when asked)."""
+    return (("auto",) if with_auto else ()) + tuple(BACKENDS)
+
+
+def backend_help() -> str:
+    return " | ".join(backend_names())
+
+
+def canonical_backend(name: str, *, allow_auto: bool = True) -> str:
+    """The registry name of a backend or alias (``auto`` passes through); DifftoolError if unknown.
+
+    ``torch`` means the PyTorch backend on the best device (kept as ``torch`` for ``make_denoiser``).
+    """
+    key = str(name).strip().lower()
+    if (allow_auto and key == "auto") or key in BACKENDS:
+        return key
+    if key in BACKEND_ALIASES:
+        return BACKEND_ALIASES[key]
+    choices = ", ".join((*backend_names(allow_auto), *BACKEND_ALIASES))
+    raise DifftoolError(f"unknown backend {name!r}; choose from: {choices}")
+
+
+def kind_of(path: str | Path) -> FileKind:
+    """The kind of a model file: by suffix, else by content (DifftoolError naming what it looks like)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    for kind in FILE_KINDS.values():
+        if suffix in kind.suffixes:
+            return kind
+    sniffed = sniff(path)
+    if sniffed is not None:
+        return FILE_KINDS[sniffed]
+    known = ", ".join(s for k in FILE_KINDS.values() for s in k.suffixes)
+    raise DifftoolError(f"{path}: unknown file type {suffix or '(no suffix)'}; expected one of {known}")
+
+
+def sniff(path: Path) -> str | None:
+    """Guess a file kind from its first bytes: safetensors header, zip/pickle checkpoint or ONNX protobuf."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "checkpoint"  # safetensors: 8-byte length then JSON
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "checkpoint"  # torch.save zip archive or a raw pickle
+    if head[:1] == b"\x08" and path.stat().st_size > 16:
+        return "onnx"  # ModelProto field 1 (ir_version), varint
+    return None
+
+
+def backends_for(kind: FileKind) -> tuple[Backend, ...]:
+    """The backends that open ``kind``, in preference order."""
+    return tuple(BACKENDS[name] for name in kind.backends)
