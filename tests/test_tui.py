@@ -612,3 +612,136 @@ def test_launch_lists_backends_by_file_type(tmp_path: Path) -> None:
     assert set(onnx) <= {"ort-cuda", "ort-cpu", "ort-tensorrt", "auto"}
     with pytest.raises(DifftoolError, match="not found"):
         launch(tmp_path / "missing.onnx")
+
+
+# -- registry, defaults, generation record ------------------------------------------------------------------
+async def test_sampler_list_and_options_come_from_the_registry(tmp_path: Path) -> None:
+    fake = DemoPipeline()
+    app = make_app(tmp_path, fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        select = app.query_one("#sampler", Select)
+        assert [value for _, value in select._options if value is not Select.NULL] == list(SAMPLERS)
+        commands = {c.title for c in app.get_system_commands(app.screen)}
+        assert {f"Sampler: {spec.label}" for spec in SAMPLERS.values()} <= commands
+        every = {o.name for spec in SAMPLERS.values() for o in spec.options}
+        for name, spec in SAMPLERS.items():
+            app.controls.set_sampler(name)
+            await pilot.pause()
+            shown = {o for o in every if app.query_one(f"#field-{o}").display}
+            assert shown == set(spec.option_names()), name
+        app.controls.set_sampler("ddpm")
+        app.query_one("#opt-variance", Select).value = "beta"
+        await generate(app, pilot)
+        assert (fake.requests[-1].sampler, fake.requests[-1].variance) == ("ddpm", "beta")
+        assert app.current is not None and dict(app.current.settings.options) == {"variance": "beta"}
+        app.controls.set_sampler("ddim")
+        app.query_one("#opt-eta", Input).value = "0.5"
+        await generate(app, pilot)
+        assert (fake.requests[-1].sampler, fake.requests[-1].eta) == ("ddim", 0.5)
+        app.query_one("#opt-eta", Input).value = "-1"
+        await generate(app, pilot)
+        assert any("eta" in e for e in errors(app)) and len(fake.requests) == 2  # checked by the registry's Option
+
+
+async def test_blank_settings_take_the_models_defaults(tmp_path: Path) -> None:
+    """What the controls start with is runtime.defaults.resolve's answer for the loaded model."""
+    from dataclasses import replace
+
+    from difftool.runtime.defaults import resolve
+
+    card = replace(demo_card(), sampling={"sampler": "ddim", "steps": 7, "eta": 1.0, "guidance": 2.5})
+    fake = DemoPipeline(card)
+    app = make_app(tmp_path, fake, settings=Settings(mix="food", rows=1, cols=2))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        expected = resolve(card, conditioned=True)
+        shown = (app.controls.sampler, app.query_one("#steps", Input).value, app.query_one("#opt-eta", Input).value,
+                 app.query_one("#guidance", Input).value)
+        assert shown == (expected.sampler, "7", "1", "2.5")
+        assert app.query_one("#opt-variance", Select).value == resolve(card, conditioned=True, sampler="ddpm").option("variance")
+        await generate(app, pilot)
+        request = fake.requests[-1]
+        assert (request.sampler, request.steps, request.eta, request.guidance) == ("ddim", 7, 1.0, 2.5)
+
+
+async def test_saved_png_record_regenerates_the_grid(tmp_path: Path) -> None:
+    """The PNG of an edited grid (a varied cell) holds one record that regenerates every sprite."""
+    from difftool.runtime.images import to_uint8
+    from difftool.runtime.record import read_png
+
+    app = make_app(tmp_path, settings=Settings(mix="hero=0.6,food=0.4", sampler="dpmpp_2m", steps=6, guidance=2.0,
+                                               seed=9, rows=2, cols=2))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await generate(app, pilot)
+        app.query_one("#mix", Input).value = "spell"
+        await pilot.press("right", "v")
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        gen = app.current
+        assert gen is not None and gen.kind == "vary"
+        (png,) = tmp_path.glob("*.png")
+        record = read_png(png)
+        assert (record.sampler, record.steps, record.guidance, record.seeds) == ("dpmpp_2m", 6, 2.0, (9, 10, 11, 12))
+        assert record.nrow == 2 and record.scale == app.save_scale
+        with Image.open(png) as img:
+            assert "Sampler: DPM-Solver++(2M)" in img.text["parameters"]
+        again = to_uint8(DemoPipeline().sample(record.to_request()))
+        np.testing.assert_array_equal(again, gen.image)
+        await pilot.press("x", "s")  # the predicted-x0 view is not a sampler's output: no record
+        await settle(app, pilot)
+        (x0_png,) = set(tmp_path.glob("*.png")) - {png}
+        with pytest.raises(DifftoolError, match="no difftool settings"):
+            read_png(x0_png)
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "difftool" / "assets" / "sprites.onnx"
+
+
+def sprites_of_sheet(path: Path, scale: int, rows: int, cols: int, size: int) -> np.ndarray:
+    """(rows*cols, size, size, 3) from a gapless sprite sheet saved at ``scale``."""
+    with Image.open(path) as img:
+        px = np.asarray(img.convert("RGB"))[::scale, ::scale]
+    return px.reshape(rows, size, cols, size, 3).transpose(0, 2, 1, 3, 4).reshape(-1, size, size, 3)
+
+
+def sprites_of_grid(path: Path, scale: int, n: int, nrow: int, size: int) -> np.ndarray:
+    """(n, size, size, 3) from a ``runtime.images.grid`` PNG (1-px gutters) saved at ``scale``."""
+    with Image.open(path) as img:
+        px = np.asarray(img.convert("RGB"))[::scale, ::scale]
+    cells = [divmod(i, nrow) for i in range(n)]
+    return np.stack([px[1 + r * (size + 1):1 + r * (size + 1) + size, 1 + c * (size + 1):1 + c * (size + 1) + size]
+                     for r, c in cells])
+
+
+async def test_tui_save_regenerates_with_cli_from_png(tmp_path: Path) -> None:
+    """Save from the TUI on the bundled ONNX model, regenerate with `difftool generate --from-png`."""
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from difftool.cli import app as cli
+    from difftool.runtime.loader import load
+
+    pipe = load(BUNDLED, backend="ort-cpu")
+    app = make_app(tmp_path, backends={"ort-cpu": lambda: pipe}, save_scale=3,
+                   settings=Settings(mix="hero=0.5,food=0.5", sampler="ddim", steps=4, guidance=2.5,
+                                     options={"eta": 0.7}, seed=11, rows=2, cols=3))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await generate(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        assert not errors(app)
+        (png,) = tmp_path.glob("*.png")
+        gen = app.current
+    assert gen is not None
+    out = tmp_path / "again.png"
+    result = CliRunner().invoke(cli, ["generate", str(BUNDLED), "--from-png", str(png), "-o", str(out),
+                                      "--backend", "ort-cpu"])
+    assert result.exit_code == 0, result.output
+    size = pipe.card.image_size
+    saved = sprites_of_sheet(png, 3, 2, 3, size)
+    np.testing.assert_array_equal(saved, gen.image)
+    np.testing.assert_array_equal(sprites_of_grid(out, 3, 6, 3, size), saved)

@@ -4,6 +4,7 @@ A PNG of the sampled grid carries difftool's generation record (:mod:`difftool.r
 sampler and its options, steps, guidance, per-sprite seeds and context rows), so
 ``difftool generate MODEL --from-png FILE`` regenerates its sprites. The sidecar JSON is a readable
 convenience: the shared settings, each sprite's own seed and mix, the backend and the model card.
+Files of the predicted-x0 view are named ``<stem>-x0.*`` and carry no record (a sampler never returns them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from difftool.tui.settings import slug
 
 View = Literal["xt", "x0"]
 EXTENSIONS = (".png", ".gif", ".json")
+VIEW_SUFFIX: dict[str, str] = {"xt": "", "x0": "-x0"}  # the predicted-x0 view never overwrites the samples
 HOLD_LAST_MS = 1500  # the GIF shows the finished grid this long before it loops
 
 
@@ -57,17 +59,22 @@ def stem_for(gen: Generation, out_dir: Path) -> str:
     if gen.saved_stem is None:
         stem, k = base_stem(gen), 1
         candidate = stem
-        while any((out_dir / f"{candidate}{ext}").exists() for ext in EXTENSIONS):
+        while any((out_dir / f"{candidate}{view}{ext}").exists() for ext in EXTENSIONS for view in VIEW_SUFFIX.values()):
             k += 1
             candidate = f"{stem}-{k}"
         gen.saved_stem = candidate
     return gen.saved_stem
 
 
+def view_stem(gen: Generation, out_dir: Path, view: View) -> str:
+    """The file stem of ``gen``'s files in ``view``."""
+    return stem_for(gen, out_dir) + VIEW_SUFFIX[view]
+
+
 def sidecar(gen: Generation, out_dir: Path, scale: int, view: View) -> dict[str, Any]:
     s = gen.settings
     card = gen.card
-    stem = stem_for(gen, out_dir)
+    stem = view_stem(gen, out_dir, view)
     files = {ext[1:]: f"{stem}{ext}" for ext in (".png", ".gif") if (out_dir / f"{stem}{ext}").exists()}
     return {
         "tool": "difftool",
@@ -108,7 +115,7 @@ def save_sheet(gen: Generation, out_dir: Path, scale: int, view: View) -> Path:
     grid (x_t view) carries the generation record; the predicted-x0 view is not what a sampler returns,
     so it carries none."""
     s = gen.settings
-    path = out_dir / f"{stem_for(gen, out_dir)}.png"
+    path = out_dir / f"{view_stem(gen, out_dir, view)}.png"
     rec = record(gen, scale) if view == "xt" else None
     save_png(path, sheet(gen.x0 if view == "x0" else gen.image, s.rows, s.cols), scale,
              text=rec.png_text() if rec is not None else None)
@@ -120,7 +127,7 @@ def save_animation(gen: Generation, out_dir: Path, scale: int, view: View, durat
     """Save the denoising animation (x_t or predicted x0 per kept step) as a GIF and its sidecar."""
     s = gen.settings
     frames = gen.frames_x0 if view == "x0" else gen.frames
-    path = out_dir / f"{stem_for(gen, out_dir)}.gif"
+    path = out_dir / f"{view_stem(gen, out_dir, view)}.gif"
     sheets = [sheet(f, s.rows, s.cols) for f in frames]
     hold = max(1, round(HOLD_LAST_MS / duration_ms))  # identical frames merge into one long frame
     save_gif(path, sheets + [sheets[-1]] * hold, duration_ms, scale)
