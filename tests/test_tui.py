@@ -136,6 +136,28 @@ def test_frames_coalesce_per_job() -> None:
     assert not a.can_replace(GenerationFinished(1, None))  # type: ignore[arg-type]
 
 
+def test_preview_pacer_waits_for_the_screen_and_a_duty_pause() -> None:
+    """The worker sends no preview while one is on its way, then waits DRAW_DUTY x its drawing time."""
+    from difftool.tui.sampling import DRAW_DUTY, MIN_INTERVAL, Pacer
+
+    now = [100.0]
+    pacer = Pacer(clock=lambda: now[0])
+    assert pacer.ready()
+    pacer.sent()
+    now[0] += 10
+    assert not pacer.ready()  # not drawn yet, however long ago
+    pacer.drawn(0.05)
+    assert not pacer.ready()
+    now[0] += DRAW_DUTY * 0.05 - 1e-6
+    assert not pacer.ready()
+    now[0] += 2e-6
+    assert pacer.ready()
+    pacer.sent()
+    pacer.drawn(0.0)
+    now[0] += MIN_INTERVAL / 2
+    assert not pacer.ready()  # cheap frames still wait MIN_INTERVAL
+
+
 # -- app --------------------------------------------------------------------------------------------------
 async def test_generate_end_to_end(tmp_path: Path) -> None:
     fake = DemoPipeline()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -235,15 +236,17 @@ class JobsMixin(_Base):
 
     # -- what the worker posts ----------------------------------------------------------------------------
     def on_frame_ready(self, message: FrameReady) -> None:
-        """Draw a preview frame of the running job (the worker sends the next one once this is drawn)."""
+        """Draw a preview frame of the running job; once it is on screen, tell the job's pacer how long
+        that took (the worker paces the next frame by it)."""
         job = self._job
         if job is None or message.job_id != job.id:
             return
+        start = time.monotonic()
         self._frame = (message.xt, message.x0)
         self.grid.show(message.x0 if self.show_x0 else message.xt, job.settings.rows, job.settings.cols)
         self.query_one("#progress", ProgressBar).update(total=message.total, progress=message.index + 1)
         self._set_status(f"step {message.index + 1}/{message.total} · {message.steps_per_s:.1f} steps/s")
-        job.frame_pending = False
+        self.call_after_refresh(lambda: job.pacer.drawn(time.monotonic() - start))
 
     def _end_job(self) -> None:
         self._job = None

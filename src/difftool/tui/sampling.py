@@ -3,13 +3,13 @@
 :func:`run_job` never touches a widget. It talks to the UI only through ``post`` (``App.post_message``,
 thread-safe) and checks ``cancelled`` after every step, so Esc stops sampling within one step. Preview
 work is throttled so the network keeps the CPU: a frame is converted to pixels only when it will be
-shown (at most one every :data:`PREVIEW_INTERVAL`, and never while the UI has not drawn the last one)
-or kept for the animation (at most :data:`MAX_FRAMES`).
+shown (see :class:`Pacer`) or kept for the animation (at most :data:`MAX_FRAMES`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -25,9 +25,35 @@ from difftool.runtime.record import mix_text
 from difftool.tui.generation import Cell, Generation, Kind
 from difftool.tui.messages import FrameReady, GenerationCancelled, GenerationFailed, GenerationFinished
 from difftool.tui.settings import Settings
+from difftool.tui.sprite_grid import preview_colours
 
 MAX_FRAMES = 60  # animation frames kept per generation (evenly spaced steps, always the last)
-PREVIEW_INTERVAL = 1 / 20  # seconds between preview frames sent to the UI while sampling
+MIN_INTERVAL = 1 / 24  # seconds between preview frames, at least
+DRAW_DUTY = 9.0  # after a frame took d seconds to reach the screen, wait DRAW_DUTY * d before the next
+
+
+class Pacer:
+    """When the worker may send the next preview frame: never while the last one is still on its way to
+    the screen, and only after a pause of :data:`DRAW_DUTY` times that frame's drawing time (at least
+    :data:`MIN_INTERVAL`), so drawing takes at most ~1/(DRAW_DUTY + 1) of the time on any machine and grid
+    size, and the sampler's threads keep the CPU. The worker calls :meth:`ready`/:meth:`sent`, the UI
+    :meth:`drawn` (single attribute writes: safe across the two threads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.pending = False
+        self.ready_at = 0.0
+
+    def ready(self) -> bool:
+        return not self.pending and self.clock() >= self.ready_at
+
+    def sent(self) -> None:
+        self.pending = True
+
+    def drawn(self, seconds: float) -> None:
+        """The last frame took ``seconds`` from arrival to being on screen."""
+        self.ready_at = self.clock() + max(MIN_INTERVAL, DRAW_DUTY * seconds)
+        self.pending = False
 
 
 @dataclass
@@ -44,7 +70,7 @@ class Job:
     base: np.ndarray | None = None
     base_x0: np.ndarray | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    frame_pending: bool = False  # a preview frame is posted and not drawn yet (set by the worker, cleared by the UI)
+    pacer: Pacer = field(default_factory=Pacer)
 
     @property
     def target(self) -> int | None:
@@ -125,17 +151,16 @@ class _Frames:
         self.frames_x0: list[np.ndarray] = []
         self.keep: set[int] = set()
         self.total = 0
-        self.last_post = -np.inf
 
     def pixels(self, array: np.ndarray, base: np.ndarray | None) -> np.ndarray:
         return _compose(to_uint8(array, self.value_range), base, self.job.targets)
 
-    def step(self, step: Step, now: float, steps_per_s: float) -> None:
+    def step(self, step: Step, steps_per_s: float) -> None:
         job = self.job
         if self.total != step.total:
             self.total, self.keep = step.total, frame_steps(step.total)
         kept = step.index in self.keep
-        show = not job.frame_pending and now - self.last_post >= PREVIEW_INTERVAL and step.index + 1 < step.total
+        show = step.index + 1 < step.total and job.pacer.ready()  # the last step arrives as the result
         if not (kept or show):
             return
         xt, x0 = self.pixels(step.x, job.base), self.pixels(step.x0, job.base_x0)
@@ -143,9 +168,9 @@ class _Frames:
             self.frames.append(xt)
             self.frames_x0.append(x0)
         if show:
-            self.last_post = now
-            job.frame_pending = True
-            self.post(FrameReady(job.id, step.index, step.total, xt, x0, steps_per_s))
+            job.pacer.sent()
+            self.post(FrameReady(job.id, step.index, step.total, preview_colours(xt), preview_colours(x0),
+                                 steps_per_s))
 
 
 def run_job(job: Job, pipeline: Pipeline, post: Callable[[Message], object],
@@ -165,7 +190,7 @@ def run_job(job: Job, pipeline: Pipeline, post: Callable[[Message], object],
             raise Cancelled
         done, total = step.index + 1, step.total
         elapsed = clock() - t0
-        frames.step(step, elapsed, done / elapsed if elapsed > 0 else 0.0)
+        frames.step(step, done / elapsed if elapsed > 0 else 0.0)
 
     try:
         with lock:  # one sampling run at a time; a superseded run releases it within one step

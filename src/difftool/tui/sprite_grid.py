@@ -50,13 +50,20 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 # styles is the hot path: construct Color/Style directly instead of through the parsing helpers.
 _COLORS: dict[int, Color] = {}
 _STYLES: dict[int, Style] = {}
-_CACHE_LIMIT = 4096  # small: noise colours rarely repeat, and big caches make every gen-2 GC slow
+_COLOR_LIMIT = 1 << 16  # holds every preview colour (see preview_colours) plus the exact ones on screen
+_CACHE_LIMIT = 4096  # pairs: small, noise pairs rarely repeat and big caches make every gen-2 GC slow
+
+
+def preview_colours(images: np.ndarray) -> np.ndarray:
+    """``images`` (uint8) with 5 bits per channel (32768 colours), for the live preview while sampling:
+    every colour is then built once and cached, which makes drawing a noisy frame ~3x cheaper."""
+    return (images & 0xF8) | 0x04
 
 
 def _color(value: int) -> Color:
     color = _COLORS.get(value)
     if color is None:
-        if len(_COLORS) > _CACHE_LIMIT:
+        if len(_COLORS) > _COLOR_LIMIT:
             _COLORS.clear()
         triplet = ColorTriplet(value >> 16, (value >> 8) & 255, value & 255)
         color = _COLORS[value] = Color(f"#{value:06x}", ColorType.TRUECOLOR, None, triplet)
