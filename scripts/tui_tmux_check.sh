@@ -6,9 +6,11 @@
 #   without a model:  scripts/tui_tmux_check.sh python -m difftool.tui.demo
 #
 # Steps: start the app, press g (generate), wait for "done", press s (save PNG), wait for the PNG in
-# the working directory (a fresh temp dir), capture the pane with escapes (capture-pane -e) and
-# require 24-bit SGR colours (38;2;... and 48;2;...). Exits 0 when all checks pass, 1 when one fails,
-# 2 when tmux is missing. Set KEEP=1 to keep the temp dir (pane capture + saved files).
+# the working directory (a fresh temp dir), check that it carries difftool's generation record (read
+# back with difftool.runtime.record.read_png, by $PYTHON, default python3), capture the pane with escapes
+# (capture-pane -e) and require 24-bit SGR colours (38;2;... and 48;2;...). Exits 0 when all checks
+# pass, 1 when one fails, 2 when tmux is missing. Set KEEP=1 to keep the temp dir (pane capture + saved
+# files).
 set -euo pipefail
 
 if ! command -v tmux >/dev/null 2>&1; then
@@ -68,6 +70,9 @@ until compgen -G "$workdir/*.png" >/dev/null; do
 done
 png="$(compgen -G "$workdir/*.png" | head -n 1)"
 [ -f "${png%.png}.json" ] || fail "no sidecar JSON next to $png"
+record="$("${PYTHON:-python3}" -c 'import sys; from difftool.runtime.record import read_png
+r = read_png(sys.argv[1]); print(f"{r.sampler} {r.steps} steps, guidance {r.guidance:g}, {len(r.seeds)} seeds")' "$png")" \
+    || fail "the PNG has no readable generation record"
 sleep 1  # let the "Saved PNG" toast draw
 
 tmux_ capture-pane -t "$session" -e -p > "$workdir/pane.ansi"
@@ -77,9 +82,9 @@ bg=$(count $'\e\[[0-9;]*48;2;')
 low=$(count $'\e\[[0-9;]*38;5;')
 blocks=$(count '▀')
 echo "24-bit fg SGR: $fg, 24-bit bg SGR: $bg, 256-colour fg SGR: $low, half blocks: $blocks"
-echo "saved: $(basename "$png") + $(basename "${png%.png}.json")"
+echo "saved: $(basename "$png") + $(basename "${png%.png}.json") (record: $record)"
 [ "$fg" -gt 0 ] && [ "$bg" -gt 0 ] || fail "no 24-bit colour codes (38;2 / 48;2) in the pane"
 [ "$blocks" -gt 100 ] || fail "the sprite grid (half blocks) is not on screen"
 
 tmux_ send-keys -t "$session" C-q
-echo "OK: truecolor sprite grid rendered in tmux, PNG + JSON saved"
+echo "OK: truecolor sprite grid rendered in tmux, PNG (with its generation record) + JSON saved"
