@@ -7,7 +7,7 @@ from textual.binding import Binding
 from difftool.runtime.samplers import SAMPLERS
 from difftool.tui.sprite_grid import SpriteGrid
 
-SAMPLER_CYCLE = " / ".join(spec.short for spec in SAMPLERS.values())  # "DDPM / DDIM / DPM++ / UniPC"
+SAMPLER_CYCLE = " / ".join(spec.short for spec in SAMPLERS.values())  # the short labels, in registry order
 
 APP_BINDINGS: list[Binding] = [
     Binding("g,space", "generate", "Generate", key_display="g", id="difftool.generate",

@@ -9,6 +9,7 @@ import numpy as np
 
 from difftool.config import ModelCard
 from difftool.runtime.pipeline import SampleRequest
+from difftool.runtime.samplers import get_sampler
 from difftool.tui.settings import Settings
 
 Kind = Literal["generate", "reroll", "vary"]
@@ -56,4 +57,5 @@ class Generation:
         s = self.settings
         what = {"generate": "", "reroll": f" ↻{self.target}", "vary": f" ≈{self.target}"}[self.kind]
         mix = self.mix_label() or "uncond"
-        return f"#{self.id}{what} {mix} · {s.sampler} {s.steps}st g{s.guidance:g} s{s.seed}"
+        sampler = get_sampler(s.sampler).short if s.sampler else "?"
+        return f"#{self.id}{what} {mix} · {sampler} {s.steps}st g{s.guidance:g} s{s.seed}"

@@ -62,7 +62,8 @@ class Settings:
         """One short line for the history list and the status bar."""
         mix = self.mix or "uncond"
         guidance = "g?" if self.guidance is None else f"g{self.guidance:g}"
-        return (f"{mix} {self.sampler or 'default'} {self.steps or '?'}st {guidance} s{self.seed} "
+        sampler = get_sampler(self.sampler).short if self.sampler else "default"
+        return (f"{mix} {sampler} {self.steps or '?'}st {guidance} s{self.seed} "
                 f"{self.rows}x{self.cols}")
 
     def sampling(self) -> Sampling:
