@@ -1,8 +1,8 @@
 """``launch(artifact)``: open one model file on every backend that can run it here, then run the TUI.
 
-This is the adapter ``difftool tui`` calls. The backend list depends on the file type and on what
-``difftool.runtime.backends.available_backends()`` reports; the first usable one is the default (GPU
-first). Each factory loads lazily, in the TUI's worker thread, the first time its backend is picked.
+This is the adapter ``difftool tui`` calls. The backend list depends on the file kind (the registry in
+``difftool.runtime.kinds``) and on what ``difftool.runtime.backends.available_backends()`` reports; the
+first usable one is the default (GPU first). Each factory loads lazily, in the TUI's worker thread, the first time its backend is picked.
 """
 
 from __future__ import annotations
@@ -14,31 +14,25 @@ from typing import Any
 from difftool.errors import DifftoolError
 from difftool.tui import PipelineFactory
 
-# Preferred order per file type (first usable = default).
-CANDIDATES: dict[str, tuple[str, ...]] = {
-    ".onnx": ("ort-cuda", "ort-cpu", "ort-tensorrt"),
-    ".engine": ("tensorrt",),
-    ".plan": ("tensorrt",),
-    ".safetensors": ("torch-cuda", "torch-cpu"),
-    ".pth": ("torch-cuda", "torch-cpu"),
-    ".pt": ("torch-cuda", "torch-cpu"),
-    ".ckpt": ("torch-cuda", "torch-cpu"),
-}
-
 
 def backends_for(artifact: Path, threads: int | None = None) -> dict[str, PipelineFactory]:
-    """{backend name: factory} for ``artifact``, usable backends only (``{"auto": ...}`` as a fallback)."""
+    """{backend name: factory} for ``artifact``: the usable backends of its file kind, in the registry's
+    order of preference (``runtime.kinds.FILE_KINDS``; ``{"auto": ...}`` as a fallback)."""
     from difftool.runtime.backends import available_backends
+    from difftool.runtime.kinds import FILE_KINDS, kind_of
     from difftool.runtime.loader import load
 
-    candidates = CANDIDATES.get(artifact.suffix.lower(), ())
+    try:
+        candidates = kind_of(artifact).backends
+    except DifftoolError:
+        candidates = ()
     available = available_backends()
     usable = [name for name in candidates if available.get(name, "unknown") is None] or ["auto"]
     factories = {name: functools.partial(load, artifact, backend=name, threads=threads) for name in usable}
     # An artifact shipped beside its checkpoint (the bundled model) also runs on the PyTorch backends.
     sibling = artifact.with_suffix(".safetensors")
-    if artifact.suffix.lower() == ".onnx" and sibling.is_file():
-        for name in CANDIDATES[".safetensors"]:
+    if artifact.suffix.lower() in FILE_KINDS["onnx"].suffixes and sibling.is_file():
+        for name in FILE_KINDS["checkpoint"].backends:
             if available.get(name, "unknown") is None:
                 factories[name] = functools.partial(load, sibling, backend=name, threads=threads)
     return factories
