@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from difftool import generate  # noqa: E402
 from difftool.runtime.loader import load  # noqa: E402
 from difftool.tui.app import SpriteApp  # noqa: E402
-from difftool.tui.messages import FrameReady  # noqa: E402
+from difftool.tui.messages import FrameReady, GenerationFinished  # noqa: E402
 from difftool.tui.settings import Settings, parse_grid  # noqa: E402
 
 
@@ -60,10 +60,13 @@ async def tui_rounds(pipe, settings: Settings, rounds: int, request, nrow: int) 
     times: dict[str, list[float]] = {"tui_s": [], "generate_s": [], "tui_cpu_s": [], "generate_cpu_s": []}
     images = {}
     previews: list[int] = []
+    finished = asyncio.Event()
 
-    def count(message) -> None:
+    def count(message) -> None:  # called on the UI loop for every message handled
         if isinstance(message, FrameReady):
             previews[-1] += 1
+        elif isinstance(message, GenerationFinished):
+            finished.set()
 
     async with app.run_test(size=(120, 40), message_hook=count) as pilot:
         while app.pipeline is None:
@@ -76,12 +79,12 @@ async def tui_rounds(pipe, settings: Settings, rounds: int, request, nrow: int) 
                 if which == "gen":
                     seconds, cpu, images["gen"] = generate_once(pipe, request, nrow)
                 else:
-                    before = app._gen_counter
                     previews.append(0)
+                    finished.clear()
                     t0, c0 = time.perf_counter(), time.process_time()
                     await pilot.press("g")
-                    while app._gen_counter == before:
-                        await asyncio.sleep(0.001)
+                    await finished.wait()
+                    await pilot.pause()  # the finished grid drawn
                     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                     assert app.current is not None
                     images["tui"] = app.current.image
