@@ -121,7 +121,8 @@ def to_sample_request(pipe: Pipeline, params: GenerateParams) -> SampleRequest:
     try:
         request = build_request(pipe, n=params.n, class_name=params.class_name, mix=params.mix,
                                 sampler=params.sampler, steps=params.steps, eta=options.pop("eta", None),
-                                guidance=params.guidance, seed=params.seed, spacing=params.spacing)
+                                guidance=params.guidance, seed=params.seed, spacing=params.spacing,
+                                variance=options.pop("variance", None))
     except DifftoolError as exc:
         raise FieldError(None, str(exc)) from None
     return dataclasses.replace(request, **options) if options else request
