@@ -30,8 +30,8 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 PROBE_MODEL = (b'\x08\x08:7\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x01pZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04'
                b'\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r')
 LIBRARY_HINT = {
-    "CUDAExecutionProvider": "CUDA 12 / cuDNN 9 libraries missing? `pip install 'onnxruntime-gpu[cuda,cudnn]'`",
-    "TensorrtExecutionProvider": "TensorRT libraries (libnvinfer) missing? `pip install 'difftool[tensorrt]'`",
+    "CUDAExecutionProvider": "CUDA / cuDNN libraries missing? `pip install 'onnxruntime-gpu[cuda,cudnn]'`",
+    "TensorrtExecutionProvider": "TensorRT libraries (libnvinfer) not on the library path?",
 }
 
 
