@@ -255,6 +255,34 @@ def bench(
         print(to_json(result))
 
 
+# -- doctor -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    require: Annotated[list[str] | None, typer.Option(
+        help="exit 1 unless this backend can run here (repeatable), e.g. --require ort-cuda")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
+):
+    """Which backends can run here and why not: library versions, providers that load, CPU features, GPUs."""
+    from difftool.runtime.backends import available_backends
+
+    known = tuple(available_backends())
+    for name in require or ():
+        _check_choice(name, known, "--require")
+    import json
+
+    from difftool.doctor import collect, missing, render_table
+
+    report = collect()
+    _stderr().print(render_table(report))
+    if json_out:
+        print(json.dumps(report))
+    problem = missing(report, list(require or ()))
+    if problem:
+        raise DifftoolError(f"required backend not usable here: {problem}")
+
+
 # -- eval -------------------------------------------------------------------------------------------
 
 
