@@ -7,6 +7,25 @@ import pytest
 
 from difftool.config import ModelCard, ScheduleConfig, UnetConfig
 
+
+def _gpu_skip_reason() -> str | None:
+    """Why ``@pytest.mark.gpu`` tests cannot run here (None: they can). No CUDA library is imported."""
+    from difftool.runtime.backends import cuda_device_present
+
+    if not cuda_device_present():
+        return "needs a CUDA GPU (no NVIDIA device found: /dev/nvidia0, /proc/driver/nvidia/gpus)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _gpu_skip_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
 # -- runtime fixtures (sampling core) ----------------------------------------------------------------
 
 FAKE_CLASSES = ("hero", "monster", "food", "weapon", "item")

@@ -160,7 +160,8 @@ def test_torch_cuda_reason_without_importing_torch(monkeypatch):
 
 def test_make_denoiser_dispatch(models, tmp_path, monkeypatch):
     den = make_denoiser(models["cond_onnx"], threads=1)
-    assert isinstance(den, OrtDenoiser) and den.name == "ort-cpu"
+    auto = "ort-cuda" if available_backends()["ort-cuda"] is None else "ort-cpu"  # auto: GPU when it runs
+    assert isinstance(den, OrtDenoiser) and den.name == auto
     assert isinstance(make_denoiser(models["cond_onnx"], backend="ort-cpu", threads=1), OrtDenoiser)
     assert isinstance(make_denoiser(models["cond_ckpt"], threads=1), TorchDenoiser)
     assert isinstance(make_denoiser(models["cond_ckpt"], backend="torch", threads=1), TorchDenoiser)

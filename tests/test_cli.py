@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ CLASSES = ("hero", "creature", "food", "weapon", "item")
 def difftool(*args, timeout=180):
     return subprocess.run([sys.executable, "-m", "difftool", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                                                "COLUMNS": "200", "HOME": "/tmp"})
+                                                "COLUMNS": "200", "HOME": "/tmp",
+                                                "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def _one_line_error(proc):
 def test_help_lists_commands():
     proc = difftool("--help")
     assert proc.returncode == 0
-    for cmd in ("train", "export", "generate", "sample", "info", "demo", "tui"):
+    for cmd in ("train", "export", "generate", "sample", "info", "demo", "tui", "doctor"):
         assert cmd in proc.stdout
 
 

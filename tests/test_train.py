@@ -17,8 +17,9 @@ pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
 from difftool.models.checkpoint import load  # noqa: E402
 from difftool.train.loop import TrainConfig, lr_factor, train, weights_digest  # noqa: E402
 
+# device pinned: these tests compare exact weight digests, which hold on CPU (GPU runs: test_train_devices.py)
 BASE = TrainConfig(dataset="digits", model="tiny", max_steps=12, batch_size=16, warmup_steps=4,
-                   sample_every=0, save_every=6, log_every=3, threads=1, seed=3)
+                   sample_every=0, save_every=6, log_every=3, threads=1, seed=3, device="cpu")
 
 
 def _digest(path):
@@ -83,7 +84,7 @@ def test_ddp_two_gloo_ranks_end_identical(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "difftool",
            "train", "--dataset", "digits", "--model", "tiny", "--max-steps", "5", "--batch-size", "8",
-           "--sample-every", "0", "--save-every", "5", "--threads", "1", "--out", str(out)]
+           "--sample-every", "0", "--save-every", "5", "--threads", "1", "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,6 +15,8 @@ import typer
 from difftool import cli_options as opt
 from difftool import cli_sampling
 from difftool.errors import DifftoolError
+from difftool.service.config import DEFAULTS as _SERVE  # standard library only (difftool --help stays fast)
+from difftool.service.config import SCHEDULERS
 
 app = typer.Typer(
     name="difftool",
@@ -164,6 +166,42 @@ def tui(
     launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir)
 
 
+# -- serve ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = _SERVE.host,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: a free one)")] = _SERVE.port,
+    max_batch: Annotated[int, typer.Option(min=1, help="network rows per tick, all requests together "
+                                                       "(a guided sprite counts 2)")] = _SERVE.max_batch,
+    max_queue: Annotated[int, typer.Option(min=1, help="requests waiting to join; beyond: 503 with Retry-After")]
+    = _SERVE.max_queue,
+    max_n: Annotated[int, typer.Option(min=1, help="most sprites per request")] = _SERVE.max_n,
+    max_steps: Annotated[int, typer.Option(min=1, help="most sampling steps per request")] = _SERVE.max_steps,
+    scheduler: Annotated[str, typer.Option(help="step: batch every running request per step | serial: one "
+                                                "request at a time (a baseline)")] = _SERVE.scheduler,
+    backend: _Backend = "auto", threads: _Threads = None,
+    access_log: Annotated[bool, typer.Option(help="log every HTTP request")] = False,
+):
+    """Serve the model over HTTP: JSON API (docs at /docs), step-level batching, SSE progress, /metrics."""
+    from difftool.service import require_extra
+
+    _check_choice(scheduler, SCHEDULERS, "--scheduler")
+    require_extra()
+    from difftool.service.config import ServeConfig
+    from difftool.service.server import make_service
+    from difftool.service.server import serve as run_server
+
+    config = ServeConfig(host=host, port=port, max_batch=max_batch, max_queue=max_queue, max_n=max_n,
+                         max_steps=max_steps, scheduler=scheduler, threads=threads, backend=backend,
+                         access_log=access_log)
+    service = make_service(artifact if artifact is not None else bundled_model(), config)
+    console = _stderr()
+    run_server(service, config, announce=lambda text: console.print(text, markup=False, soft_wrap=True))
+
+
 # -- bench ------------------------------------------------------------------------------------------
 
 
@@ -215,6 +253,34 @@ def bench(
     console.print(render_table(result))
     if json_out:
         print(to_json(result))
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    require: Annotated[list[str] | None, typer.Option(
+        help="exit 1 unless this backend can run here (repeatable), e.g. --require ort-cuda")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
+):
+    """Which backends can run here and why not: library versions, providers that load, CPU features, GPUs."""
+    from difftool.runtime.backends import available_backends
+
+    known = tuple(available_backends())
+    for name in require or ():
+        _check_choice(name, known, "--require")
+    import json
+
+    from difftool.doctor import collect, missing, render_table
+
+    report = collect()
+    _stderr().print(render_table(report))
+    if json_out:
+        print(json.dumps(report))
+    problem = missing(report, list(require or ()))
+    if problem:
+        raise DifftoolError(f"required backend not usable here: {problem}")
 
 
 # -- eval -------------------------------------------------------------------------------------------

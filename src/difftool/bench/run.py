@@ -134,9 +134,12 @@ def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int) ->
             raise Unavailable(f"needs an ONNX graph: no {artifact.with_suffix('.onnx').name} beside "
                               f"{artifact.name} (difftool export)")
     try:
-        return make_denoiser(path, backend=backend, threads=threads)
+        denoiser = make_denoiser(path, backend=backend, threads=threads)
     except DifftoolError as exc:
         raise Unavailable(str(exc)) from None
+    if denoiser.name != backend:  # a row filed under a GPU backend must hold that backend's numbers
+        raise Unavailable(f"asked for {backend} but the denoiser runs on {denoiser.name}")
+    return denoiser
 
 
 def _pin_torch(threads: int) -> None:

@@ -56,7 +56,8 @@ def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", prec
     if format == "tensorrt":
         from difftool.export.tensorrt_build import export_tensorrt
 
-        report = export_tensorrt(checkpoint, out, image_size=image_size, precision=precision)
+        report = export_tensorrt(checkpoint, out, image_size=image_size, precision=precision,
+                                 calibration_images=_calibration_images(list(calibration)))
         summary = {"path": str(out), "format": "tensorrt", **{k: str(v) for k, v in vars(report).items()}}
         _print(console, summary)
         return summary

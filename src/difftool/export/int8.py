@@ -1,7 +1,11 @@
-"""Static int8 quantisation (QDQ, per-channel U8S8 with reduced range, Conv only) on real noisy inputs.
+"""Static int8 quantisation (QDQ, per-channel weights, Conv only) on real noisy inputs, for two targets.
 
-U8S8 (uint8 activations, int8 weights) with 7-bit weights (``reduce_range``) is what ORT's x86 kernels
-run fastest without VNNI: S8S8 measured 1.64x PyTorch eager at batch 16 here, U8S8 + reduce_range ~2.2x.
+``target="cpu"`` (ONNX Runtime): U8S8 (uint8 activations, int8 weights) with 7-bit weights
+(``reduce_range``) is what ORT's x86 kernels run fastest without VNNI: S8S8 measured 1.64x PyTorch eager
+at batch 16 here, U8S8 + reduce_range ~2.2x.
+``target="tensorrt"``: TensorRT's ONNX parser takes only signed int8 Q/DQ with zero-point 0 (symmetric;
+uint8 only as a network input/output type; DequantizeLinear of int8/fp8/int4, not int32), so activations
+and weights are quantised S8S8 symmetric with the full 8-bit range and biases stay float. :func:`tensorrt_qdq_problems` checks a graph for that before a build.
 
 Calibration feeds are what the denoiser sees while sampling: ``x_t = sqrt(ab) x0 + sqrt(1 - ab) noise``
 at timesteps drawn over the whole schedule, with one-hot / zero / mixed contexts. ``x0`` comes from real
@@ -24,6 +28,12 @@ from difftool.runtime.schedules import make_schedule
 
 QUANT_NOTE = ("static QDQ int8 (U8S8, reduce_range, per-channel weights, Conv only, "
               "MinMax calibration on noisy inputs)")
+QUANT_NOTES = {
+    "cpu": QUANT_NOTE,
+    "tensorrt": ("static QDQ int8 for TensorRT (S8S8 symmetric, zero-point 0, per-channel weights, Conv only, "
+                 "MinMax calibration on noisy inputs)"),
+}
+TARGETS = tuple(QUANT_NOTES)
 
 
 def as_x0(images: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -110,12 +120,27 @@ def calibration_x0(fp32_path: str | Path, card: ModelCard, images: np.ndarray | 
     return x0, f"{len(x0)} DDIM samples of the fp32 model"
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """Quantise ``fp32_path`` into ``out_path`` calibrated on ``feeds``; returns notes."""
+def quant_options(target: str) -> dict:
+    """``quantize_static`` keywords for ``target`` (``cpu``: ORT U8S8; ``tensorrt``: S8S8 symmetric)."""
+    from onnxruntime.quantization import QuantType
+
+    if target == "cpu":
+        return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "reduce_range": True}
+    if target == "tensorrt":
+        return {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8, "reduce_range": False,
+                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
+                                  "QuantizeBias": False}}  # an int32 bias DQ is not TensorRT input
+    raise DifftoolError(f"unknown int8 target {target!r}; choose one of: {', '.join(TARGETS)}")
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[str, np.ndarray]],
+                  target: str = "cpu") -> list[str]:
+    """Quantise ``fp32_path`` into ``out_path`` calibrated on ``feeds`` for ``target``; returns notes."""
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    options = quant_options(target)  # an unknown target fails before the calibration
     notes: list[str] = []
     out_path = Path(out_path)
     props = get_props(onnx.load(str(fp32_path), load_external_data=False))
@@ -128,10 +153,51 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[
             notes.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantised without it")
             pre = Path(fp32_path)
         quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                        op_types_to_quantize=["Conv"])
+                        op_types_to_quantize=["Conv"], **options)
         model = onnx.load(str(q))
-    set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTE})
+    set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTES[target], "int8_target": target})
     pin_ir_version(model)
     save_single_file(model, out_path)
     return notes
+
+
+def tensorrt_qdq_problems(model) -> list[str]:
+    """Why TensorRT's ONNX parser would reject the Q/DQ nodes of ``model`` (empty: it takes them).
+
+    TensorRT needs every QuantizeLinear/DequantizeLinear zero-point to be a constant int8 zero."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        label = f"{node.op_type} {node.name or node.output[0]}"
+        zero = node.input[2] if len(node.input) > 2 else ""
+        if not zero:
+            if node.op_type == "QuantizeLinear":
+                problems.append(f"{label} has no zero-point (uint8 output by default)")
+            continue
+        tensor = constants.get(zero)
+        if tensor is None:
+            problems.append(f"{label}: zero-point {zero} is not a constant")
+        elif tensor.data_type != TensorProto.INT8:
+            problems.append(f"{label}: zero-point is {TensorProto.DataType.Name(tensor.data_type).lower()}, "
+                            "TensorRT needs int8")
+        elif np.any(numpy_helper.to_array(tensor) != 0):
+            problems.append(f"{label}: zero-point is not 0 (asymmetric), TensorRT needs symmetric")
+    return problems
+
+
+def check_tensorrt_qdq(path: str | Path) -> None:
+    """DifftoolError (one line, before any TensorRT work) when ``path`` has Q/DQ nodes TensorRT rejects."""
+    import onnx
+
+    problems = tensorrt_qdq_problems(onnx.load(str(path), load_external_data=False))
+    if problems:
+        raise DifftoolError(f"{path}: {len(problems)} Q/DQ node(s) TensorRT cannot parse ({problems[0]}); "
+                            "build from a checkpoint with `difftool export CHECKPOINT --format tensorrt "
+                            "--precision int8`, which quantises for TensorRT")

@@ -80,12 +80,14 @@ def with_image_size(card: ModelCard, size: int) -> ModelCard:
 
 def export_onnx(src, out_path: str | Path, *, opset: int | None = None, optimize: bool = False,
                 check: bool = True, image_size: int | None = None, precision: str = "fp32",
-                calibration_images: np.ndarray | None = None, threads: int = 1) -> ExportReport:
+                calibration_images: np.ndarray | None = None, threads: int = 1,
+                int8_target: str = "cpu") -> ExportReport:
     """Export a checkpoint (path or LoadedModel) to ``out_path``; see the module docstring.
 
     ``precision``: ``fp32``, ``fp16`` (GPU EPs; checked to load and run on CPU) or ``int8`` (static QDQ
-    calibrated on ``calibration_images`` or, if None, on the model's own samples). ``threads`` pins
-    the CPU threads used for the int8/fp16 speed comparison.
+    calibrated on ``calibration_images`` or, if None, on the model's own samples; ``int8_target``
+    ``cpu`` for ONNX Runtime, ``tensorrt`` for a TensorRT build). ``threads`` pins the CPU threads
+    used for the int8/fp16 speed comparison.
     """
     if precision not in PRECISIONS:
         raise DifftoolError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -106,7 +108,7 @@ def export_onnx(src, out_path: str | Path, *, opset: int | None = None, optimize
         final, report, held_out = fp32, None, None
         if precision == "int8":
             final = tmp / "int8.onnx"
-            report, held_out, more = _int8(fp32, final, card, calibration_images, threads)
+            report, held_out, more = _int8(fp32, final, card, calibration_images, threads, int8_target)
             notes += more
         elif precision == "fp16":
             from difftool.export.fp16 import convert_fp16
@@ -171,13 +173,13 @@ def finalize(raw: Path, card: ModelCard, exporter: str, out: Path):
     return model
 
 
-def _int8(fp32: Path, out: Path, card: ModelCard, images, threads: int):
+def _int8(fp32: Path, out: Path, card: ModelCard, images, threads: int, target: str = "cpu"):
     """Quantise into ``out`` and measure on held-out noisy inputs: (report, held-out feeds, notes)."""
     from difftool.export import int8
 
     x0, what = int8.calibration_x0(fp32, card, images)
     feeds = int8.noisy_batches(card, x0, CALIBRATION_BATCHES, 16, seed=0)
-    notes = int8.quantize_int8(fp32, out, feeds)
+    notes = int8.quantize_int8(fp32, out, feeds, target=target)
     held_out = int8.noisy_batches(card, x0, 1, 16, seed=4321)[0]
     report = parity.compare_precision(fp32, out, card, "int8", feeds=held_out, threads=threads,
                                       calibration=f"{CALIBRATION_BATCHES * 16} noisy inputs from {what}")

@@ -2,6 +2,8 @@
 
 Precision comes from the ONNX graph (strong typing: the only mode on TensorRT 11, and the
 recommended one since 10.12): build from an fp32, fp16 (``--precision fp16``) or int8 QDQ export.
+int8 graphs are quantised for TensorRT (S8S8 symmetric, see :mod:`difftool.export.int8`) and their Q/DQ
+format is checked before parsing, so a graph TensorRT rejects fails in a second, not after a build.
 One optimisation profile covers the dynamic batch (min / opt / max). The timing cache is persisted
 next to the engine (``<engine>.timing-cache``) so rebuilds on the same GPU model are fast.
 """
@@ -63,6 +65,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_batch: i
     start = time.perf_counter()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     card = onnx_card(onnx_path)
+    from difftool.export.int8 import check_tensorrt_qdq
+
+    check_tensorrt_qdq(onnx_path)
     gpu_name, capability = gpu_info(device_id)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -102,10 +107,15 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_batch: i
 
 
 def export_tensorrt(src, engine_path: str | Path, *, image_size: int | None = None,
-                    precision: str = "fp32", **build_opts) -> TensorRTReport:
-    """Build an engine from a ``.onnx`` or a checkpoint (exported to a temporary ONNX first)."""
+                    precision: str = "fp32", calibration_images=None, **build_opts) -> TensorRTReport:
+    """Build an engine from a ``.onnx`` or a checkpoint (exported to a temporary ONNX first).
+
+    From a checkpoint, ``precision`` picks the graph (int8: quantised for TensorRT, calibrated on
+    ``calibration_images`` or the model's own samples). From a ``.onnx`` the graph's own precision is
+    used; asking for another one is an error."""
     _import_trt()  # fail fast, before a long export
     if isinstance(src, str | Path) and Path(src).suffix.lower() == ".onnx":
+        _check_onnx_request(Path(src), precision, image_size)
         return build_engine(src, engine_path, **build_opts)
     from difftool.export.onnx_export import export_onnx
 
@@ -113,8 +123,25 @@ def export_tensorrt(src, engine_path: str | Path, *, image_size: int | None = No
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=engine_path.parent, prefix=".difftool-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(src, onnx_path, image_size=image_size, precision=precision)
+        export_onnx(src, onnx_path, image_size=image_size, precision=precision, int8_target="tensorrt",
+                    calibration_images=calibration_images)
         return build_engine(onnx_path, engine_path, **build_opts)
+
+
+def _check_onnx_request(path: Path, precision: str, image_size: int | None) -> None:
+    """An ONNX source fixes precision and image size; say so instead of silently ignoring a request."""
+    import onnx
+
+    from difftool.export.metadata import get_props
+    from difftool.runtime.artifact import onnx_card
+
+    graph = get_props(onnx.load(str(path), load_external_data=False)).get("precision", "fp32")
+    if precision not in ("fp32", graph):
+        raise DifftoolError(f"{path} is a {graph} graph; --precision {precision} applies when building from "
+                            "a checkpoint (or build from an ONNX export of that precision)")
+    if image_size is not None and image_size != onnx_card(path).image_size:
+        raise DifftoolError(f"{path} is fixed at image size {onnx_card(path).image_size}; --image-size applies "
+                            "when building from a checkpoint")
 
 
 def engine_parity(engine_path: str | Path, onnx_path: str | Path, batch_sizes=(1, 3, 16)) -> dict[int, float]:

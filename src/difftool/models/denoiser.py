@@ -64,6 +64,8 @@ class TorchDenoiser:
                 self.module(xs, ts, cs)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
+        # thread_local: the TUI loads backends and samples in different worker threads; in the default
+        # "global" mode another thread's CUDA allocation during this capture would invalidate it.
+        with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self.module(xs, ts, cs)
         return graph, (xs, ts, cs), out

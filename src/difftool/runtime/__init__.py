@@ -1,38 +1,26 @@
 """The torch-free sampling runtime: schedules, seeded noise, samplers, guidance, pipeline, images.
 
-Importing this package never imports torch, onnxruntime or Pillow (images import Pillow lazily).
+Importing this package never imports torch, onnxruntime or Pillow; its names load on first use, so the
+registries (``runtime.samplers``, ``runtime.kinds``) can be read without numpy (``difftool --help``).
 """
 
 from __future__ import annotations
 
-from difftool.runtime import samplers
-from difftool.runtime.denoiser import Denoiser, EpsFn, Step, StepCallback
-from difftool.runtime.guidance import guided_eps
-from difftool.runtime.images import grid, save_gif, save_png, to_uint8
-from difftool.runtime.noise import Noise, NoiseSource
-from difftool.runtime.pipeline import Pipeline, SampleRequest
-from difftool.runtime.samplers import SAMPLERS, get_sampler
-from difftool.runtime.schedules import Schedule, make_schedule
-from difftool.runtime.timesteps import timesteps
+import importlib
 
-__all__ = [
-    "SAMPLERS",
-    "Denoiser",
-    "EpsFn",
-    "Noise",
-    "NoiseSource",
-    "Pipeline",
-    "SampleRequest",
-    "Schedule",
-    "Step",
-    "StepCallback",
-    "get_sampler",
-    "grid",
-    "guided_eps",
-    "make_schedule",
-    "samplers",
-    "save_gif",
-    "save_png",
-    "timesteps",
-    "to_uint8",
-]
+_EXPORTS = {
+    "Denoiser": "denoiser", "EpsFn": "denoiser", "Step": "denoiser", "StepCallback": "denoiser",
+    "guided_eps": "guidance", "grid": "images", "save_gif": "images", "save_png": "images",
+    "to_uint8": "images", "Noise": "noise", "NoiseSource": "noise", "Pipeline": "pipeline",
+    "SampleRequest": "pipeline", "SAMPLERS": "samplers", "get_sampler": "samplers", "Schedule": "schedules",
+    "make_schedule": "schedules", "timesteps": "timesteps",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"difftool.runtime.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

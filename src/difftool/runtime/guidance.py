@@ -20,15 +20,37 @@ def guided_eps(denoiser: Denoiser, schedule: Schedule, context: np.ndarray, guid
     row is zero (both branches would be equal); with guidance 0, one unconditional forward of batch B.
     Otherwise one forward of 2B rows per step. The returned array is reused between calls.
     """
+    rows, doubled = branch_context(context, guidance)
+    if doubled:
+        return _doubled(denoiser, schedule, rows, float(guidance))
+    return _single(denoiser, schedule, rows)
+
+
+def branch_context(context: np.ndarray, guidance: float) -> tuple[np.ndarray, bool]:
+    """The context rows of the one forward per step that guidance ``guidance`` needs for ``context`` (B, K),
+    and whether they are doubled: ``[ctx; 0]`` (2B, K), whose eps :func:`combine` turns into the guided eps.
+    Otherwise (B, K): ``ctx`` itself (no guidance needed) or zeros (guidance 0). The step-level server
+    batches these rows of many requests into one forward, so its eps equals :func:`guided_eps`'s."""
     ctx = np.ascontiguousarray(context, dtype=np.float32)  # (B, K)
     if ctx.ndim != 2:
         raise DifftoolError(f"context must be (batch, classes), got shape {ctx.shape}")
     guidance = float(guidance)
     if guidance == 1.0 or ctx.shape[1] == 0 or not ctx.any():
-        return _single(denoiser, schedule, ctx)
+        return ctx, False
     if guidance == 0.0:
-        return _single(denoiser, schedule, np.zeros_like(ctx))
-    return _doubled(denoiser, schedule, ctx, guidance)
+        return np.zeros_like(ctx), False
+    return np.concatenate([ctx, np.zeros_like(ctx)]), True  # (2B, K): conditional rows, then unconditional
+
+
+def combine(eps2: np.ndarray, guidance: float, out: np.ndarray) -> np.ndarray:
+    """``out = eps_u + g (eps_c - eps_u)`` from the doubled forward's eps (2B, C, H, W) (conditional rows
+    first) into ``out`` (B, C, H, W), in float32; returns ``out``."""
+    batch = out.shape[0]
+    eps_c, eps_u = eps2[:batch], eps2[batch:]
+    np.subtract(eps_c, eps_u, out=out)
+    out *= float(guidance)
+    out += eps_u
+    return out
 
 
 def _single(denoiser: Denoiser, schedule: Schedule, ctx: np.ndarray) -> EpsFn:
@@ -44,10 +66,9 @@ def _single(denoiser: Denoiser, schedule: Schedule, ctx: np.ndarray) -> EpsFn:
     return eps_fn
 
 
-def _doubled(denoiser: Denoiser, schedule: Schedule, ctx: np.ndarray, guidance: float) -> EpsFn:
-    """Guidance: one forward of [x; x] with [ctx; 0], then eps_u + g (eps_c - eps_u)."""
-    batch = ctx.shape[0]
-    ctx2 = np.concatenate([ctx, np.zeros_like(ctx)])  # (2B, K): conditional rows, then unconditional
+def _doubled(denoiser: Denoiser, schedule: Schedule, ctx2: np.ndarray, guidance: float) -> EpsFn:
+    """Guidance: one forward of [x; x] with ``ctx2`` = [ctx; 0], then eps_u + g (eps_c - eps_u)."""
+    batch = ctx2.shape[0] // 2
     t_buf = np.empty((2 * batch,), dtype=np.float32)  # (2B,)
     bufs: dict[str, np.ndarray] = {}  # x2 (2B, C, H, W) and out (B, C, H, W), allocated on first call
 
@@ -57,16 +78,10 @@ def _doubled(denoiser: Denoiser, schedule: Schedule, ctx: np.ndarray, guidance: 
         if x2 is None or x2.shape[1:] != x.shape[1:]:
             x2 = bufs["x2"] = np.empty((2 * batch, *x.shape[1:]), dtype=np.float32)
             bufs["out"] = np.empty(x.shape, dtype=np.float32)
-        out = bufs["out"]
         x2[:batch] = x
         x2[batch:] = x
         t_buf.fill(schedule.model_time(t))
-        eps2 = denoiser(x2, t_buf, ctx2)  # (2B, C, H, W)
-        eps_c, eps_u = eps2[:batch], eps2[batch:]
-        np.subtract(eps_c, eps_u, out=out)
-        out *= guidance
-        out += eps_u
-        return out
+        return combine(denoiser(x2, t_buf, ctx2), guidance, bufs["out"])  # (2B, ...) -> (B, C, H, W)
 
     return eps_fn
 

@@ -56,6 +56,16 @@ def save_png(path: str | os.PathLike[str], array: np.ndarray, scale: int = 1,
     return _atomic_write(Path(path), lambda f: image.save(f, format="PNG", pnginfo=info))
 
 
+def encode_png(array: np.ndarray, scale: int = 1) -> bytes:
+    """The PNG file bytes of an (H, W, C) or (H, W) uint8 image, upscaled ``scale``x (NEAREST), as
+    :func:`save_png` writes them (for HTTP responses)."""
+    import io
+
+    buf = io.BytesIO()
+    _to_pil(array, scale).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_gif(
     path: str | os.PathLike[str], frames: Sequence[np.ndarray], duration_ms: int = 200, scale: int = 1
 ) -> Path:

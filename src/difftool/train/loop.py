@@ -7,7 +7,7 @@ interrupted one would have gone.
 
 Run layout (``out``):
   ``model.safetensors``   EMA weights + model card (what ``difftool export`` reads)
-  ``train_state.pt``      raw weights, EMA, optimizer, step (tensors only; resumable)
+  ``train_state.pt``      raw weights, EMA, optimizer, AMP GradScaler, step (tensors only; resumable)
   ``samples/step_N.png``  periodic sample grids (one row per class)
   ``log.jsonl``           one JSON line per logging interval
 """
@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from difftool.models import build
 from difftool.models.checkpoint import save
 from difftool.models.presets import DEFAULT_FOR_DATASET, preset
 from difftool.runtime.schedules import make_schedule
+from difftool.train.devices import DistEnv, cuda_device_count, plan_device
 
 
 @dataclass
@@ -69,14 +69,6 @@ class TrainConfig:
     dataset_options: dict = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DifftoolError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     """Linear warm-up then cosine decay to ``min_ratio``."""
     if step < warmup:
@@ -94,16 +86,16 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 class _Dist:
-    """torchrun / DistributedDataParallel set-up (gloo on CPU, nccl on CUDA)."""
+    """torchrun / DistributedDataParallel set-up (gloo on CPU, nccl on CUDA: see ``train.devices``)."""
 
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    def __init__(self, device: torch.device, backend: str | None = None):
+        env = DistEnv.from_environ()
+        self.world, self.rank, self.local_rank = env.world, env.rank, env.local_rank
         self.enabled = self.world > 1
         if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend)
+            backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+            extra = {"device_id": device} if backend == "nccl" else {}
+            torch.distributed.init_process_group(backend=backend, **extra)
 
     @property
     def main(self) -> bool:
@@ -131,13 +123,16 @@ def train(cfg: TrainConfig, console=None) -> Path:
     """Train (or resume) a model; returns the path of ``model.safetensors``."""
     from difftool.train.data import load_dataset
 
-    device = resolve_device(cfg.device)
+    env = DistEnv.from_environ()
+    plan = plan_device(cfg.device, env, cuda_device_count())
+    if plan.note and env.rank == 0:
+        _say(console, f"note: {plan.note}")
+    device = torch.device(plan.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dist = _Dist(device)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
+    dist = _Dist(device, plan.backend)
     out = Path(cfg.out)
     paths = list(cfg.data) or [None]
     ds = load_dataset(cfg.dataset, paths[0] if len(paths) == 1 else None,
@@ -153,9 +148,11 @@ def train(cfg: TrainConfig, console=None) -> Path:
     steps_per_epoch = max(1, len(ds) // (cfg.batch_size * dist.world))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     step = 0
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state_path = out / "train_state.pt"
     if cfg.resume and state_path.exists():
-        step = _load_state(state_path, model, ema, opt, card)
+        step = _load_state(state_path, model, ema, opt, card, scaler)
         if dist.main:
             _say(console, f"resuming {state_path} at step {step}/{total}")
     ddp_model = model
@@ -168,8 +165,6 @@ def train(cfg: TrainConfig, console=None) -> Path:
     images = torch.from_numpy(ds.images).to(device)  # (N, C, H, W) in [-1, 1]
     labels = torch.from_numpy(ds.labels).to(device)
     weights = class_weights(ds.labels, cfg.class_balance)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "card": card.to_dict()}, indent=2))
@@ -214,7 +209,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
             if step % cfg.save_every == 0 or step == end:
                 dist.barrier()
                 if dist.main:
-                    _save_all(out, model, ema, opt, card, cfg, step, total, seen, t_start)
+                    _save_all(out, model, ema, opt, card, cfg, step, total, seen, t_start, scaler)
             if dist.main and cfg.sample_every and step % cfg.sample_every == 0:
                 _sample_grid(out, ema, card, step)
     progress.close()
@@ -287,7 +282,7 @@ def _batch(x0, labels, card: ModelCard, cfg: TrainConfig, gen, device):
     return x0, ctx * keep.view(-1, 1)
 
 
-def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start):
+def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start, scaler=None):
     training = {"step": step, "total_steps": total, "images_seen": seen, "dataset": cfg.dataset,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
@@ -296,12 +291,14 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start)
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
     state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-             "step": torch.tensor(step), "card": card.to_json()}
+             "step": torch.tensor(step), "card": card.to_json(),
+             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
     atomic_write(out / "train_state.pt", lambda tmp: torch.save(state, tmp))
     save(out / "model.safetensors", ema, card)
 
 
-def _load_state(path: Path, model, ema, opt, card: ModelCard) -> int:
+def _load_state(path: Path, model, ema, opt, card: ModelCard, scaler=None) -> int:
+    """Restore ``path`` into the modules, optimizer and (AMP) GradScaler; returns the step."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = ModelCard.from_json(state["card"])
@@ -312,6 +309,8 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard) -> int:
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     opt.load_state_dict(state["opt"])
+    if scaler is not None and scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])  # loss scale + growth tracker: AMP resumes exactly
     return int(state["step"])
 
 

@@ -48,23 +48,21 @@ def _torch_cuda_version() -> str | None:
 
 
 def available_backends() -> dict[str, str | None]:
-    """Every backend name -> None if usable here, else the reason it is not (never dropped)."""
-    out: dict[str, str | None] = {}
-    providers: list[str] = []
-    if _installed("onnxruntime"):
-        import onnxruntime as ort
+    """Every backend name -> None if usable here, else the reason it is not (never dropped).
 
-        providers = ort.get_available_providers()
+    The one check behind ``bench``, the TUI's backend menu and ``difftool doctor``: GPU execution
+    providers count only when a session on them really runs there (probed once per process), and two
+    onnxruntime builds installed together make every ORT backend unusable, with the fix as the reason.
+    """
+    out: dict[str, str | None] = {}
+    providers, ort_problem = _ort_providers()
     gpu = cuda_device_present()
-    out["ort-cpu"] = None if "CPUExecutionProvider" in providers else "onnxruntime not installed"
-    if "CUDAExecutionProvider" not in providers:
-        out["ort-cuda"] = "onnxruntime-gpu not installed (no CUDAExecutionProvider)"
-    else:
-        out["ort-cuda"] = None if gpu else "no CUDA device"
-    if "TensorrtExecutionProvider" not in providers:
-        out["ort-tensorrt"] = "onnxruntime-gpu with TensorRT not installed (no TensorrtExecutionProvider)"
-    else:
-        out["ort-tensorrt"] = None if gpu else "no CUDA device"
+    out["ort-cpu"] = ort_problem or (None if "CPUExecutionProvider" in providers else "onnxruntime not installed")
+    out["ort-cuda"] = ort_problem or _gpu_provider(
+        "CUDAExecutionProvider", providers, gpu, "onnxruntime-gpu not installed (no CUDAExecutionProvider)")
+    out["ort-tensorrt"] = ort_problem or _gpu_provider(
+        "TensorrtExecutionProvider", providers, gpu,
+        "onnxruntime-gpu with TensorRT not installed (no TensorrtExecutionProvider)")
     out["tensorrt"] = ("tensorrt not installed" if not _installed("tensorrt")
                        else None if gpu else "no CUDA GPU")
     has_torch = _installed("torch")
@@ -76,6 +74,33 @@ def available_backends() -> dict[str, str | None]:
     else:
         out["torch-cuda"] = None if gpu else "no CUDA device"
     return out
+
+
+def _ort_providers() -> tuple[list[str], str | None]:
+    """(providers compiled into the installed onnxruntime, a reason no ORT backend can run or None)."""
+    if not _installed("onnxruntime"):
+        return [], None
+    from difftool.runtime.backends import ortcheck
+
+    problem = ortcheck.conflict()
+    if problem:
+        return [], problem
+    try:
+        import onnxruntime as ort
+
+        return list(ort.get_available_providers()), None
+    except Exception as exc:  # a half-uninstalled build: "module 'onnxruntime' has no attribute ..."
+        return [], f"onnxruntime is broken ({str(exc)[:120]}); reinstall it: `pip install --force-reinstall onnxruntime`"
+
+
+def _gpu_provider(provider: str, providers: list[str], gpu: bool, missing: str) -> str | None:
+    if provider not in providers:
+        return missing
+    if not gpu:
+        return "no CUDA device"
+    from difftool.runtime.backends.ortcheck import provider_failure
+
+    return provider_failure(provider)
 
 
 def make_denoiser(path: str | Path, backend: str = "auto", threads: int | None = None, **opts) -> Denoiser:

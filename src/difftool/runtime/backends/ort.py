@@ -20,6 +20,7 @@ import numpy as np
 
 from difftool.config import CARD_KEY, ModelCard
 from difftool.errors import DifftoolError
+from difftool.runtime.backends import ortcheck
 
 CONTRACT_INPUTS = {"x": 4, "t": 1, "context": 2}  # name -> rank
 PROVIDER_NAMES = {
@@ -27,7 +28,7 @@ PROVIDER_NAMES = {
     "CUDAExecutionProvider": "ort-cuda",
     "TensorrtExecutionProvider": "ort-tensorrt",
 }
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+GPU_PROVIDERS = ortcheck.GPU_PROVIDERS
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}  # EXHAUSTIVE costs ~0.6 s per new batch shape
 
 
@@ -40,10 +41,10 @@ def default_threads() -> int:
 
 
 def auto_providers() -> list:
-    """CUDA EP (with CPU fallback) when onnxruntime-gpu sees a device, else CPU."""
-    import onnxruntime as ort
+    """CUDA EP (with CPU fallback) when onnxruntime-gpu sees a device and its libraries load, else CPU."""
+    from difftool.runtime.backends import available_backends
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if available_backends()["ort-cuda"] is None:
         return [("CUDAExecutionProvider", dict(CUDA_OPTIONS)), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -64,20 +65,55 @@ def session_options(threads: int | None = None):
 
 
 def open_session(path: str | Path, threads: int | None = None, providers: list | None = None):
-    """An InferenceSession for ``path``; DifftoolError one-liners for missing or unreadable files."""
+    """An InferenceSession for ``path``; DifftoolError one-liners for missing or unreadable files.
+
+    With explicit ``providers`` the session must run on the first one: onnxruntime silently falls back
+    to CPU when a GPU provider's libraries do not load, which is an error here, not a slower success.
+    """
+    problem = ortcheck.conflict()
+    if problem:
+        raise DifftoolError(problem)
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
+    chosen = providers or auto_providers()
+    if any(_provider_name(p) in GPU_PROVIDERS for p in chosen):
+        ortcheck.preload_gpu_libraries()
     try:
-        return ort.InferenceSession(str(path), session_options(threads),
-                                    providers=providers or auto_providers())
+        with ortcheck.quiet_provider_warning():
+            sess = ort.InferenceSession(str(path), session_options(threads), providers=chosen)
     except Exception as exc:
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         if "protobuf" in msg.lower() or type(exc).__name__ == "InvalidProtobuf" or "parse" in msg.lower():
             raise DifftoolError(f"{path} is not a readable ONNX file ({msg})") from None
         raise DifftoolError(f"{path}: onnxruntime cannot load this graph ({msg})") from None
+    missing = ortcheck.session_fallback(providers or [], sess.get_providers())
+    if missing:
+        got = sess.get_providers()[0]
+        hint = ortcheck.LIBRARY_HINT.get(missing, "see `difftool doctor`")
+        raise DifftoolError(f"{path}: onnxruntime was asked for {missing} but fell back to {got} "
+                            f"(its libraries did not load; {hint})")
+    return sess
+
+
+def _provider_name(provider) -> str:
+    return provider[0] if isinstance(provider, tuple | list) else provider
+
+
+def on_device(providers: list | None, device_id: int) -> list | None:
+    """``providers`` with ``device_id`` set in the CUDA / TensorRT provider options (GPU N, not GPU 0)."""
+    if not providers or not device_id:
+        return providers
+    out = []
+    for p in providers:
+        name, options = (p[0], dict(p[1])) if isinstance(p, tuple | list) else (p, {})
+        if name in GPU_PROVIDERS:
+            out.append((name, {**options, "device_id": str(device_id)}))
+        else:
+            out.append(p)
+    return out
 
 
 def validate(sess, path: str | Path) -> ModelCard:
@@ -113,7 +149,7 @@ class OrtDenoiser:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list | None = None,
                  io_binding: bool | None = None, device_id: int = 0):
         self.path = Path(path)
-        self.session = open_session(self.path, threads, providers)
+        self.session = open_session(self.path, threads, on_device(providers, device_id))
         self.card = validate(self.session, self.path)
         first = self.session.get_providers()[0]
         self.name = PROVIDER_NAMES.get(first, f"ort-{first.removesuffix('ExecutionProvider').lower()}")

@@ -94,6 +94,7 @@ class _TorchCuda:
 
         self.torch = torch
         self.device = torch.device("cuda", device_id)
+        torch.cuda.set_device(self.device)
         self.stream = torch.cuda.Stream(self.device)
         self.handle = self.stream.cuda_stream
 
@@ -179,6 +180,7 @@ class TensorRTDenoiser:
         gpu_name, _ = gpu_info(device_id)
         check_compatible(self.path, side, trt.__version__, gpu_name)
         self._logger = trt.Logger(trt.Logger.WARNING)
+        self._cuda = _cuda(device_id)  # selects the device first: the engine is deserialised onto it
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise DifftoolError(f"{self.path}: TensorRT could not deserialize the engine (corrupt file?)")
@@ -190,7 +192,6 @@ class TensorRTDenoiser:
                 raise DifftoolError(f"{self.path}: tensor {n} is not float32; the difftool contract needs "
                                     "float32 I/O")
         self.max_batch = int(self.engine.get_tensor_profile_shape("x", 0)[2][0])
-        self._cuda = _cuda(device_id)
         self._buffers: dict[str, tuple] = {}  # name -> (buffer, pointer, capacity in bytes)
         self._out: dict[tuple, np.ndarray] = {}
 
@@ -220,9 +221,13 @@ class TensorRTDenoiser:
         for name, arr in feeds.items():
             ptr = self._buffer(name, arr.nbytes)
             self._cuda.h2d(self._buffers[name][0], np.ascontiguousarray(arr))
-            self.context.set_input_shape(name, tuple(arr.shape))
-            self.context.set_tensor_address(name, ptr)
-        self.context.set_tensor_address("eps", self._buffer("eps", out.nbytes))
+            if not self.context.set_input_shape(name, tuple(arr.shape)):
+                raise DifftoolError(f"{self.path}: input {name} of shape {tuple(arr.shape)} is outside the "
+                                    "engine's optimisation profile")
+            if not self.context.set_tensor_address(name, ptr):
+                raise DifftoolError(f"{self.path}: TensorRT refused the device buffer of {name}")
+        if not self.context.set_tensor_address("eps", self._buffer("eps", out.nbytes)):
+            raise DifftoolError(f"{self.path}: TensorRT refused the device buffer of eps")
         self._cuda.sync()  # inputs are on the device before the engine reads them
         if not self.context.execute_async_v3(self._cuda.handle):
             raise DifftoolError(f"{self.path}: TensorRT execution failed")

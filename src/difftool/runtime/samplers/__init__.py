@@ -12,7 +12,6 @@ from difftool.runtime.samplers import ddim as _ddim
 from difftool.runtime.samplers import ddpm as _ddpm
 from difftool.runtime.samplers import dpmpp as _dpmpp
 from difftool.runtime.samplers import unipc as _unipc
-from difftool.runtime.samplers.engine import SamplerRun, run
 from difftool.runtime.samplers.spec import Option, SamplerSpec
 from difftool.runtime.samplers.table import Coefficients
 
@@ -54,6 +53,15 @@ def help_text() -> str:
 def option_names() -> tuple[str, ...]:
     """Every sampler option name (eta, variance, ...), each once."""
     return tuple(dict.fromkeys(o.name for spec in _SPECS for o in spec.options))
+
+
+def __getattr__(name: str):
+    """``SamplerRun`` and ``run`` (the numpy engine) load on first use, so the registry imports without numpy."""
+    if name in ("SamplerRun", "run"):
+        from difftool.runtime.samplers import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ALIASES", "SAMPLERS", "Coefficients", "Option", "Sampler", "SamplerRun", "SamplerSpec",

@@ -10,11 +10,14 @@ diffusers' ``use_clipped_model_output=True``), so the update stays consistent wi
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from difftool.runtime.samplers.spec import Option, SamplerSpec
 from difftool.runtime.samplers.table import Coefficients, TableBuilder
-from difftool.runtime.schedules import Schedule
-from difftool.runtime.timesteps import PlanStep
+
+if TYPE_CHECKING:
+    from difftool.runtime.schedules import Schedule
+    from difftool.runtime.timesteps import PlanStep
 
 
 def ddim_sigma(eta: float, ab_t: float, ab_prev: float) -> float:

@@ -11,11 +11,14 @@ With clipping, eps is re-derived from the clamped x0 (equivalent to diffusers' x
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from difftool.runtime.samplers.spec import Option, SamplerSpec
 from difftool.runtime.samplers.table import Coefficients, TableBuilder
-from difftool.runtime.schedules import Schedule
-from difftool.runtime.timesteps import PlanStep
+
+if TYPE_CHECKING:
+    from difftool.runtime.schedules import Schedule
+    from difftool.runtime.timesteps import PlanStep
 
 VARIANCES = ("posterior", "beta")
 

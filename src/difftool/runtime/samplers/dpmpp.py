@@ -14,11 +14,14 @@ m0 is this step's x0 (``x0``), m1 the previous step's (``h1``).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from difftool.runtime.samplers.spec import SamplerSpec
 from difftool.runtime.samplers.table import Coefficients, TableBuilder
-from difftool.runtime.schedules import Schedule
-from difftool.runtime.timesteps import PlanStep
+
+if TYPE_CHECKING:
+    from difftool.runtime.schedules import Schedule
+    from difftool.runtime.timesteps import PlanStep
 
 
 def half_lambda(ab: float) -> float:

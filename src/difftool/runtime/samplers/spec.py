@@ -11,15 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from difftool.errors import DifftoolError
-from difftool.runtime.denoiser import EpsFn, StepCallback
-from difftool.runtime.noise import NoiseSource
-from difftool.runtime.samplers.table import Coefficients
-from difftool.runtime.schedules import Schedule
-from difftool.runtime.timesteps import PlanStep, plan
+
+if TYPE_CHECKING:  # the registry imports without numpy (``difftool --help`` stays light)
+    import numpy as np
+
+    from difftool.runtime.denoiser import EpsFn, StepCallback
+    from difftool.runtime.noise import NoiseSource
+    from difftool.runtime.samplers.table import Coefficients
+    from difftool.runtime.schedules import Schedule
+    from difftool.runtime.timesteps import PlanStep
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Option:
         return value
 
 
-TableFn = Callable[..., Coefficients]  # (plan: list[PlanStep], schedule: Schedule, **options) -> Coefficients
+TableFn = Callable[..., "Coefficients"]  # (plan: list[PlanStep], schedule: Schedule, **options) -> Coefficients
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class SamplerSpec:
         return self.coefficients(self.plan(schedule, steps, spacing), schedule, **self.resolve(options))
 
     def plan(self, schedule: Schedule, steps: int | None, spacing: str | None = None) -> list[PlanStep]:
+        from difftool.runtime.timesteps import plan
+
         if steps is None:
             if not self.all_steps:
                 raise DifftoolError(f"{self.name} needs a step count")

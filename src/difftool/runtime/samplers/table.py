@@ -21,9 +21,12 @@ the step-level server all apply the same table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 # Columns of Coefficients.rows, in order.
 COLUMNS = ("a", "s", "c_x", "c_x0", "c_h1", "c_h2", "c_xl", "u_xc", "u_eps", "u_x0", "u_h1", "sigma")
@@ -39,6 +42,8 @@ class Coefficients:
     rows: np.ndarray
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         if self.rows.shape != (len(self.t), len(COLUMNS)):
             raise ValueError(f"coefficient rows must be ({len(self.t)}, {len(COLUMNS)}), got {self.rows.shape}")
         if not np.isfinite(self.rows).all():
@@ -64,6 +69,8 @@ class Coefficients:
     @property
     def corrects(self) -> bool:
         """True if any step's corrector is not the identity (xc = x)."""
+        import numpy as np
+
         ident = np.zeros(5)
         ident[0] = 1.0
         return bool((self.rows[:, COL["c_x"]:COL["c_xl"] + 1] != ident).any())
@@ -84,8 +91,10 @@ class TableBuilder:
         self._rows: list[np.ndarray] = []
 
     def step(self, t: int, ab_t: float, **coefficients: float) -> None:
+        import numpy as np
+
         row = np.zeros(len(COLUMNS))
-        row[COL["a"]], row[COL["s"]] = np.sqrt(ab_t), np.sqrt(1.0 - ab_t)
+        row[COL["a"]], row[COL["s"]] = math.sqrt(ab_t), math.sqrt(1.0 - ab_t)
         row[COL["c_x"]] = 1.0  # identity corrector unless given
         for name, value in coefficients.items():
             row[COL[name]] = value
@@ -93,4 +102,6 @@ class TableBuilder:
         self._rows.append(row)
 
     def build(self) -> Coefficients:
+        import numpy as np
+
         return Coefficients(np.asarray(self._t, dtype=np.int64), np.stack(self._rows))

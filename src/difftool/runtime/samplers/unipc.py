@@ -18,13 +18,14 @@ and returns the x0 prediction. In table form (x0 = m_t, h1 = m0, h2 = m1, xl = x
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from difftool.runtime.samplers.spec import SamplerSpec
 from difftool.runtime.samplers.table import Coefficients, TableBuilder
-from difftool.runtime.schedules import Schedule
-from difftool.runtime.timesteps import PlanStep
+
+if TYPE_CHECKING:
+    from difftool.runtime.schedules import Schedule
+    from difftool.runtime.timesteps import PlanStep
 
 
 def _lam(ab: float) -> float:
@@ -36,6 +37,8 @@ def _rhos_c(order: int, rk: float, hh: float) -> tuple[float, ...]:
     """The corrector weights: (rho for D_1..D_{p-1}, rho for m_t - m0); bh2, B(h) = e^{hh} - 1."""
     if order == 1:
         return (0.5,)
+    import numpy as np
+
     b_h = math.expm1(hh)
     h_phi_k = math.expm1(hh) / hh - 1.0
     factorial, rks, b = 1, np.array([rk, 1.0]), []
