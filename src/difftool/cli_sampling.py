@@ -54,7 +54,7 @@ def run_generate(args: GenerateArgs) -> None:
     from difftool.runtime.record import GenerationRecord
 
     console = opt.stderr_console()
-    request, nrow, scale, args = _request(args)
+    request, nrow, scale, gap, args = _request(args)
     pipe = opt.load_pipeline(args.path, args.backend, args.threads)
     if request is None:
         request = gen_mod.build_request(pipe, n=args.n, class_name=args.class_name, mix=args.mix,
@@ -65,16 +65,16 @@ def run_generate(args: GenerateArgs) -> None:
     with step_progress(console, request.steps) as advance:
         result = gen_mod.run(pipe, request, nrow=nrow, frames=args.gif_frames if args.gif else None, progress=advance)
     record = GenerationRecord.from_request(request, card=pipe.card, model=args.path or opt.bundled_model(),
-                                           nrow=nrow, scale=scale)
+                                           nrow=nrow, scale=scale, gap=gap)
     written = gen_mod.write_outputs(result, nrow=nrow, png=args.out, gif=args.gif, scale=scale,
-                                    text=record.png_text())
+                                    text=record.png_text(), gap=gap)
     _report(console, args, pipe, request, result, written)
 
 
 def _request(args: GenerateArgs):
-    """(request, nrow, scale, args) from ``--from-png`` (the recorded request), else (None, ...)."""
+    """(request, nrow, scale, gap, args) from ``--from-png`` (the recorded request), else (None, ...)."""
     if args.from_png is None:
-        return None, args.nrow, args.scale, args
+        return None, args.nrow, args.scale, 1, args
     from difftool.runtime.record import read_png
 
     record = read_png(args.from_png)
@@ -84,7 +84,7 @@ def _request(args: GenerateArgs):
             raise DifftoolError(f"{args.from_png} was made with {record.model}; pass that model file as the "
                                 "first argument")
         args = replace(args, path=beside)
-    return record.to_request(), args.nrow or record.nrow, record.scale, args
+    return record.to_request(), args.nrow or record.nrow, record.scale, record.gap, args
 
 
 def _report(console, args: GenerateArgs, pipe, request, result, written) -> None:

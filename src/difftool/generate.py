@@ -100,11 +100,11 @@ def run(pipe: Pipeline, request: SampleRequest, *, nrow: int, frames: str | None
 
 
 def write_outputs(gen: Generation, *, nrow: int, png: Path | None, gif: Path | None, scale: int,
-                  text: dict[str, str] | None = None) -> list[Path]:
+                  text: dict[str, str] | None = None, gap: int = 1) -> list[Path]:
     """The PNG grid (with ``text`` chunks: the generation record) and the optional GIF, atomically."""
     written = []
     if png is not None:
-        written.append(save_png(png, grid(gen.images, nrow=nrow), scale=scale, text=text))
+        written.append(save_png(png, grid(gen.images, nrow=nrow, gap=gap), scale=scale, text=text))
     if gif is not None:
         if not gen.frames:
             raise DifftoolError("no frames were collected for the GIF")

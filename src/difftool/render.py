@@ -42,4 +42,5 @@ def truecolor_hint() -> str | None:
         return None
     where = "tmux" if os.environ.get("TMUX") else "this terminal"
     return (f"{where} does not advertise truecolor (COLORTERM is {colorterm or 'unset'}), so sprite colours "
-            "are approximated; run `export COLORTERM=truecolor` if your terminal supports 24-bit colour")
+            "are approximated; run `export COLORTERM=truecolor` if your terminal supports 24-bit colour"
+            + (" (and in tmux `set -as terminal-features ',*:RGB'`)" if os.environ.get("TMUX") else ""))

@@ -24,8 +24,9 @@ def to_uint8(x: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
     return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1).copy()  # (B, H, W, C)
 
 
-def grid(images: np.ndarray, nrow: int) -> np.ndarray:
-    """Tile (B, H, W, C) uint8 images, ``nrow`` per row, with 1-px black gutters (also around the edge)."""
+def grid(images: np.ndarray, nrow: int, gap: int = 1) -> np.ndarray:
+    """Tile (B, H, W, C) uint8 images, ``nrow`` per row, with ``gap``-px black gutters (also around the edge;
+    ``gap=0``: a gapless sprite sheet)."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise DifftoolError(f"grid expects (batch, height, width, channels) images, got {images.shape}")
@@ -34,10 +35,11 @@ def grid(images: np.ndarray, nrow: int) -> np.ndarray:
     b, h, w, c = images.shape
     cols = min(nrow, max(b, 1))
     rows = -(-b // cols)
-    out = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)  # (H', W', C)
+    g = int(gap)
+    out = np.zeros((rows * (h + g) + g, cols * (w + g) + g, c), dtype=np.uint8)  # (H', W', C)
     for i, image in enumerate(images):
         r, q = divmod(i, cols)
-        out[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = image
+        out[g + r * (h + g): g + r * (h + g) + h, g + q * (w + g): g + q * (w + g) + w] = image
     return out
 
 

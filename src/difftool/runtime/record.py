@@ -41,13 +41,14 @@ class GenerationRecord:
     image_size: int = 0
     nrow: int = 8
     scale: int = 1
+    gap: int = 1  # gutter between sprites in the PNG (0: a gapless sheet, as the TUI saves)
     palette: str | None = None
     version: int = RECORD_VERSION
 
     # -- to and from a request -----------------------------------------------------------------------
     @classmethod
     def from_request(cls, request: Any, *, card: Any, model: str | Path | None = None, nrow: int = 8,
-                     scale: int = 1, palette: str | None = None) -> GenerationRecord:
+                     scale: int = 1, palette: str | None = None, gap: int = 1) -> GenerationRecord:
         from difftool.runtime.samplers import get_sampler
 
         spec = get_sampler(request.sampler)
@@ -60,7 +61,7 @@ class GenerationRecord:
                    options={o.name: getattr(request, o.name) for o in spec.options}, spacing=request.spacing,
                    clip=request.clip, model=path.name if path else "", model_sha256=file_digest(path) if path else "",
                    class_names=tuple(card.class_names), image_size=card.image_size, nrow=nrow, scale=scale,
-                   palette=palette)
+                   palette=palette, gap=gap)
 
     def to_request(self) -> Any:
         """The SampleRequest that regenerates the recorded pixels."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from difftool import __version__
 from difftool.fileio import atomic_write
-from difftool.runtime.images import save_gif, save_png
+from difftool.runtime.images import grid, save_gif, save_png
 from difftool.runtime.record import GenerationRecord
 from difftool.tui.generation import Generation
 from difftool.tui.settings import slug
@@ -29,12 +29,11 @@ HOLD_LAST_MS = 1500  # the GIF shows the finished grid this long before it loops
 
 
 def sheet(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """(rows*cols, H, W, C) -> (rows*H, cols*W, C), row-major, no gaps: a sprite sheet (unlike
-    ``runtime.images.grid``, which draws gutters between the images)."""
-    n, h, w, c = images.shape
-    if n != rows * cols:
-        raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
-    return images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    """(rows*cols, H, W, C) -> (rows*H, cols*W, C), row-major, no gaps: a sprite sheet (``grid`` with gap 0,
+    so ``difftool generate --from-png`` rewrites the same file layout)."""
+    if len(images) != rows * cols:
+        raise ValueError(f"{len(images)} images do not fill a {rows}x{cols} grid")
+    return grid(images, nrow=cols, gap=0)
 
 
 def record(gen: Generation, scale: int) -> GenerationRecord | None:
@@ -42,7 +41,7 @@ def record(gen: Generation, scale: int) -> GenerationRecord | None:
     if gen.request is None or gen.card is None:
         return None
     return GenerationRecord.from_request(gen.request, card=gen.card, model=gen.model_path, nrow=gen.settings.cols,
-                                         scale=scale)
+                                         scale=scale, gap=0)
 
 
 def base_stem(gen: Generation) -> str:
