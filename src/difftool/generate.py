@@ -69,8 +69,7 @@ def request_for(pipe: Pipeline, context: np.ndarray, *, conditioned: bool, sampl
     if guidance is None:
         guidance = default_guidance(pipe, conditioned)
     if guidance != 1.0 and not pipe.card.supports_guidance:
-        raise DifftoolError("this model is unconditional: classifier-free guidance needs a class-conditional "
-                            "model; drop --guidance")
+        raise DifftoolError(f"{pipe.card.no_guidance_reason}; drop --guidance")
     if steps is None:
         steps = pipe.card.schedule.num_timesteps if sampler == "ddpm" else int(pipe.card.recommended("steps"))
     return SampleRequest(n=len(context), context=context, sampler=sampler, steps=steps, eta=eta,

@@ -32,7 +32,7 @@ class SampleRequest:
     seed: int = 0
     seeds: list[int] | None = None
     spacing: str | None = None
-    variance: str = "posterior"
+    variance: str | None = None  # DDPM: posterior | beta; None: the model's, else posterior
     clip: float | str | None = "auto"  # clamp x0 estimates; "auto": to the value range for difftool models
 
 
@@ -88,12 +88,13 @@ class Pipeline:
     def _options(self, name: str, request: SampleRequest) -> dict[str, object]:
         """The sampler-specific options a request carries."""
         options: dict[str, object] = {"clip": self.clip_value(request)}
-        if request.spacing is not None:
-            options["spacing"] = request.spacing
+        spacing = request.spacing or self.card.recommended("spacing")  # the model's (diffusers folders)
+        if spacing is not None:
+            options["spacing"] = spacing
         if name == "ddim":
             options["eta"] = request.eta
-        elif name == "ddpm":
-            options["variance"] = request.variance
+        elif name == "ddpm":  # the model's variance (diffusers variance_type) unless the request names one
+            options["variance"] = request.variance or self.card.recommended("variance") or "posterior"
         return options
 
     # -- contexts ------------------------------------------------------------------------------
