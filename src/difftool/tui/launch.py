@@ -32,6 +32,8 @@ def backends_for(artifact: Path, threads: int | None = None) -> dict[str, Pipeli
     from difftool.runtime.loader import load
 
     candidates = CANDIDATES.get(artifact.suffix.lower(), ())
+    if artifact.is_dir():  # a diffusers model folder runs on the PyTorch backends (as a checkpoint does)
+        candidates = CANDIDATES[".safetensors"]
     available = available_backends()
     usable = [name for name in candidates if available.get(name, "unknown") is None] or ["auto"]
     factories = {name: functools.partial(load, artifact, backend=name, threads=threads) for name in usable}
@@ -51,7 +53,9 @@ def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | P
     from difftool.tui import run_tui
 
     path = Path(artifact)
-    if not path.is_file():
+    from difftool.models.diffusers_io import diffusers_folder
+
+    if not path.is_file() and diffusers_folder(path) is None:  # a file, or a diffusers model folder
         raise DifftoolError(f"model file not found: {path}")
     card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
     if card.conditional and card.class_names:

@@ -4,6 +4,7 @@
 * ``.engine`` / ``.plan`` -> :class:`~difftool.runtime.backends.tensorrt.TensorRTDenoiser`.
 * ``.safetensors`` / ``.pth`` / ``.pt`` / ``.ckpt`` -> ``difftool.models.denoiser.TorchDenoiser``
   (needs the ``train`` extra; torch is imported only on this path).
+* a diffusers model folder -> the same, around its ``UNet2DModel`` (needs diffusers too).
 
 Nothing here imports torch, tensorrt or onnxruntime at import time.
 """
@@ -85,6 +86,11 @@ def make_denoiser(path: str | Path, backend: str = "auto", threads: int | None =
     path = Path(path)
     if backend not in BACKENDS:
         raise DifftoolError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    # -- diffusers model folder: a checkpoint for the torch backends (export it for onnxruntime)
+    from difftool.models.diffusers_io import diffusers_folder
+
+    if diffusers_folder(path) is not None:
+        return _checkpoint(path, backend, threads, opts)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
     suffix = path.suffix.lower()
