@@ -105,7 +105,9 @@ def graphs(folders, tmp_path_factory):
 
 def reference_unet(folder):
     """diffusers' own module, loaded by diffusers (EMA weights for the training layout)."""
-    return diffusers.UNet2DModel.from_pretrained(str(diffusers_folder(folder).unet_dir)).eval()
+    info = diffusers_folder(folder)
+    return diffusers.UNet2DModel.from_pretrained(str(info.unet_dir), low_cpu_mem_usage=False,
+                                                 use_safetensors=info.weights.suffix == ".safetensors").eval()
 
 
 # -- detection and cards ---------------------------------------------------------------------------------

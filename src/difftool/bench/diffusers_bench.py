@@ -35,11 +35,15 @@ def run_folder_bench(folder: Path, *, sampler: str = "ddim", steps: int = 25, ba
     info = require_folder(folder)
     card = read_card(folder)
     sampler = canonical_name(sampler)
+    torch_names = [b for b in backends if b.strip().lower().startswith("torch")]
+    others = tuple(b for b in backends if b not in torch_names) or ("ort",)
     with tempfile.TemporaryDirectory(prefix="difftool-bench-") as tmp:
         onnx, note = _onnx_for_folder(folder, card, Path(tmp), console)
-        result = run_bench(onnx, sampler=sampler, steps=steps, batches=batches, backends=backends,
+        result = run_bench(onnx, sampler=sampler, steps=steps, batches=batches, backends=others,
                            threads=threads, repeats=repeats, guidance=guidance, console=console)
     result["artifact"], result["onnx"] = str(folder), note
+    result["skipped"] += [{"backend": name, "reason": "for a diffusers folder the PyTorch run is the diffusers row "
+                                                      "(diffusers' own pipeline, torch eager)"} for name in torch_names]
     threads = int(result["threads"]["requested"])
     if guidance != 1.0:
         result["skipped"].append({"backend": "diffusers", "reason": "diffusers' pipelines have no classifier-free "
@@ -108,7 +112,10 @@ def diffusers_row(folder: Path, card: ModelCard, batch: int, sampler: str, steps
     import torch
 
     torch.set_num_threads(threads)
-    unet = diffusers.UNet2DModel.from_pretrained(str(_unet_dir(folder))).eval()
+    info = require_folder(folder)
+    unet = diffusers.UNet2DModel.from_pretrained(str(info.unet_dir), low_cpu_mem_usage=False,
+                                                 use_safetensors=bool(info.weights and info.weights.suffix
+                                                                      == ".safetensors")).eval()
     scheduler = _scheduler(card, sampler)
     k = card.model.num_class_embeds
     labels = torch.arange(batch) % card.num_classes if card.num_classes else None
@@ -136,10 +143,6 @@ def diffusers_row(folder: Path, card: ModelCard, batch: int, sampler: str, steps
                      "max_s": max(seconds), "repeats": len(seconds)},
             "loop_overhead_pct": 100.0 * max(0.0, loop_s - steps * fwd.median) / loop_s,
             "flops_per_forward": None, "gflops": None, "peak_fraction": None, "peak_rss_mb": peak_rss_mb()}
-
-
-def _unet_dir(folder: Path) -> Path:
-    return require_folder(folder).unet_dir
 
 
 def _pipeline_loop(unet, scheduler, sampler: str, batch: int, steps: int):

@@ -256,23 +256,36 @@ def folder_card(folder: DiffusersFolder) -> ModelCard:
 def _saved_card(folder: DiffusersFolder) -> dict[str, Any]:
     """The difftool card stored in the folder by ``difftool export --format diffusers`` ({} if none)."""
     path = folder.root / CARD_FILE
-    return read_json(path, folder.rel(path)) if path.is_file() else {}
+    data = read_json(path, folder.rel(path)) if path.is_file() else {}
+    return {k: v for k, v in data.items() if not (k in ("model", "training", "sampling") and not isinstance(v, dict))}
 
 
 def class_names(folder: DiffusersFolder, cfg: dict[str, Any], saved: dict[str, Any], k: int) -> tuple[str, ...]:
     """Class names from the folder (difftool card, config ``class_names``/``id2label``, class_names.json or
-    classes.txt), else ``0 .. K-1``."""
-    names: Any = saved.get("class_names") or cfg.get("class_names")
-    if not names and isinstance(cfg.get("id2label"), dict):
-        names = [cfg["id2label"][key] for key in sorted(cfg["id2label"], key=int)]
+    classes.txt), else ``0 .. K-1``; DifftoolError when the folder names another number of classes."""
+    if k == 0:
+        return ()
+    names, where = saved.get("class_names") or cfg.get("class_names"), "config"
+    labels = cfg.get("id2label")
+    if not names and isinstance(labels, dict) and all(str(key).isdigit() for key in labels):
+        names = [labels[key] for key in sorted(labels, key=int)]
     for file in CLASS_FILES:
         path = folder.root / file
         if not names and path.is_file():
-            names = (json.loads(path.read_text()) if path.suffix == ".json"
-                     else [line.strip() for line in path.read_text().splitlines() if line.strip()])
-    if not names or k == 0:
+            names, where = _names_file(path, folder.rel(path)), folder.rel(path)
+    if not names:
         return tuple(str(i) for i in range(k))
     if not isinstance(names, list | tuple) or len(names) != k:
-        raise DifftoolError(f"{folder.root}: the folder names {len(names) if isinstance(names, list | tuple) else 0} "
-                            f"classes but the model has {k}")
+        count = len(names) if isinstance(names, list | tuple) else "no list of"
+        raise DifftoolError(f"{where} names {count} classes but the model has {k} (num_class_embeds)")
     return tuple(str(n) for n in names)
+
+
+def _names_file(path: Path, shown: str) -> Any:
+    text = path.read_text()
+    if path.suffix != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DifftoolError(f"{shown} is not valid JSON ({exc})") from None
