@@ -40,7 +40,10 @@ def train(
     dataset: Annotated[str, typer.Option(help="sprites | mnist | images | digits")] = "sprites",
     data: Annotated[list[Path] | None, typer.Option(help="dataset folder/file (repeat to combine sprite folders)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints, samples, log)")] = Path("runs/run"),
-    model: Annotated[str, typer.Option(help="model preset: sprite | tiny | mnist | course (default: per dataset)")] = "",
+    model: Annotated[str, typer.Option(help="model preset: sprite | tiny | mnist | course | diffusers (a diffusers "
+                                            "UNet2DModel; default: per dataset)")] = "",
+    unet_config: Annotated[Path | None, typer.Option(help="--model diffusers: a UNet2DModel config JSON (default: "
+                                                          "sized like the bundled model)")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 100,
     max_steps: Annotated[int, typer.Option(min=0, help="stop after this many steps (0: epochs decide)")] = 0,
     stop_after: Annotated[int, typer.Option(min=0, help="stop at this step (resume later with the same command)")] = 0,
@@ -66,7 +69,10 @@ def train(
 
     if schedule not in ("cosine", "linear"):
         raise typer.BadParameter("must be 'cosine' or 'linear'", param_hint="--schedule")
+    if unet_config is not None and model != "diffusers":
+        raise typer.BadParameter("needs --model diffusers", param_hint="--unet-config")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
+                      unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
                       batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
                       class_balance=class_balance,
@@ -81,7 +87,7 @@ def train(
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="checkpoint (.safetensors/.pth) or artifact (.onnx)")],
+    path: Annotated[Path, typer.Argument(help="checkpoint (.safetensors/.pth), artifact (.onnx) or diffusers folder")],
     json_out: Annotated[bool, typer.Option("--json", help="print the model card as JSON on stdout")] = False,
 ):
     """Show a checkpoint's or artifact's config, schedule and classes."""
@@ -102,13 +108,22 @@ def info(
     s = card.schedule
     table.add_row("schedule", f"{s.kind}, T={s.num_timesteps}, beta {s.beta_start}..{s.beta_end}, "
                   f"{s.convention} convention, network time = {s.time_input}")
-    table.add_row("prediction", card.prediction)
-    table.add_row("model config", ", ".join(f"{k}={v}" for k, v in card.model.__dict__.items()))
-    table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in ("sampler", "steps", "eta", "variance",
-                                                                              "guidance"))
+    table.add_row("prediction", card.prediction + (f", x0 clipped to +-{card.clip_limit:g}" if card.clip_limit else ""))
+    if isinstance(card.training, dict) and "diffusers" in card.training:
+        d = card.training["diffusers"]
+        table.add_row("diffusers", f"{d.get('layout')} layout, U-Net {d.get('unet')}/{d.get('weights')}, "
+                      f"{d.get('scheduler', {}).get('_class_name', 'DDPMScheduler')}")
+    shown = card.model.__dict__
+    if card.model.arch == "diffusers_unet2d":  # the UNet2DModel keys that describe its shape
+        keys = ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "num_class_embeds")
+        shown = {**{k: card.model.unet.get(k) for k in keys}, "null_class": card.model.null_class}
+    table.add_row("model config", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    keys = ("sampler", "steps", "eta", "variance", "guidance", *(k for k in ("spacing",) if k in card.sampling))
+    table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in keys)
                   + ("" if card.sampling else " (generic defaults)"))
-    if card.training:
-        table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
+    training = {k: v for k, v in card.training.items() if k != "diffusers"}
+    if training:
+        table.add_row("training", ", ".join(f"{k}={v}" for k, v in training.items()))
     if card.credit:
         table.add_row("credit", card.credit)
     if card.license:
@@ -128,17 +143,19 @@ _check_choice, _load_pipeline = opt.check_choice, opt.load_pipeline
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth")],
+    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth, diffusers folder")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: beside the checkpoint)")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton")] = "onnx",
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton | diffusers (a DDPMPipeline "
+                                                              "folder)")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
     image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
     calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
     json_out: _Json = False,
 ):
-    """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository)."""
-    _check_choice(format, ("onnx", "tensorrt", "triton"), "--format")
+    """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository / diffusers
+    folder)."""
+    _check_choice(format, ("onnx", "tensorrt", "triton", "diffusers"), "--format")
     _check_choice(precision, ("fp32", "fp16", "int8"), "--precision")
     from difftool.export.driver import run_export
 

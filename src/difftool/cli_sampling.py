@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
 
 
 def generate(
-    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
+    artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine, checkpoint or diffusers folder (default: bundled)")] = None,
     class_name: opt.Class = None, mix: opt.Mix = None, n: opt.N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
     sampler: opt.Sampler = None, steps: opt.Steps = None, eta: opt.Eta = None, variance: opt.Variance = None,
     guidance: opt.Guidance = None, seed: opt.Seed = 0, spacing: opt.Spacing = None, out: opt.Out = Path("out.png"),
@@ -146,7 +146,7 @@ def generate(
 
 
 def sample(
-    checkpoint: Annotated[Path, typer.Argument(help="checkpoint: difftool .safetensors, course or explainingai .pth")],
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint: difftool .safetensors, course or explainingai .pth, diffusers folder")],
     class_name: opt.Class = None, mix: opt.Mix = None, n: opt.N = 16, nrow: Annotated[int, typer.Option(min=0)] = 0,
     sampler: opt.Sampler = None, steps: opt.Steps = None, eta: opt.Eta = None, variance: opt.Variance = None,
     guidance: opt.Guidance = None, seed: opt.Seed = 0, spacing: opt.Spacing = None,

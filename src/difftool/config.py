@@ -39,11 +39,14 @@ class ScheduleConfig:
         ``0..T-1``, ``alpha_bar[0] = 1 - beta_0``.
       * ``"course"`` (DeepLearning.AI ContextUnet): ``T + 1`` entries, timesteps ``1..T``, and the
         slot 0 overwritten with ``alpha_bar = 1`` (the clean image).
+    ``kind``: ``"linear"`` betas (diffusers ``linear``), ``"scaled_linear"`` (betas linear in sqrt(beta),
+    diffusers ``scaled_linear``) or ``"cosine"`` (Nichol & Dhariwal, diffusers ``squaredcos_cap_v2``: the same
+    formula, s = 0.008, betas capped at 0.999; ``beta_start``/``beta_end`` unused).
     ``time_input`` says what the network is fed: ``"index"`` the integer timestep (as float32),
     ``"fraction"`` the timestep divided by ``num_timesteps``.
     """
 
-    kind: Literal["linear", "cosine"] = "linear"
+    kind: Literal["linear", "scaled_linear", "cosine"] = "linear"
     num_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -82,6 +85,8 @@ class ContextUnetConfig:
     def num_classes(self) -> int:
         return self.n_cfeat
 
+    null_context = True  # zeros context = unconditional (the course's context mask)
+
 
 @dataclass(frozen=True)
 class UnetConfig:
@@ -117,8 +122,52 @@ class UnetConfig:
     def channels(self) -> int:
         return self.im_channels
 
+    null_context = True  # zeros context = the learned null embedding
 
-ModelConfig = ContextUnetConfig | UnetConfig
+
+@dataclass(frozen=True, eq=True)
+class DiffusersUnetConfig:
+    """A diffusers ``UNet2DModel``; ``unet`` holds its ``config.json`` (constructor keywords, JSON form).
+
+    Class conditioning is diffusers' ``num_class_embeds`` (an ``nn.Embedding``, ``class_embed_type`` null);
+    difftool feeds it a context vector as ``context @ embedding.weight``. ``null_class``: the last embedding
+    row is a reserved "no class" label (models trained by ``difftool train --model diffusers``), so zeros
+    context means unconditional and classifier-free guidance works; imported models have no such row.
+    """
+
+    arch: Literal["diffusers_unet2d"] = "diffusers_unet2d"
+    unet: dict[str, Any] = field(default_factory=dict)
+    null_class: bool = False
+
+    def __post_init__(self):  # JSON form (lists, not tuples) so a card round-trips to an equal config
+        object.__setattr__(self, "unet", json.loads(json.dumps(dict(self.unet))))
+
+    __hash__ = None  # holds a dict
+
+    @property
+    def image_size(self) -> int:
+        size = self.unet.get("sample_size")
+        return int(size[0] if isinstance(size, list | tuple) else size)
+
+    @property
+    def channels(self) -> int:
+        return int(self.unet.get("in_channels", 3))
+
+    @property
+    def num_class_embeds(self) -> int:
+        return int(self.unet.get("num_class_embeds") or 0)
+
+    @property
+    def num_classes(self) -> int:
+        return max(0, self.num_class_embeds - int(self.null_class))
+
+    @property
+    def null_context(self) -> bool:
+        """Whether a zeros context means 'unconditional' (needs the reserved null class)."""
+        return self.null_class
+
+
+ModelConfig = ContextUnetConfig | UnetConfig | DiffusersUnetConfig
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
@@ -127,7 +176,10 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
         return _from_dict(ContextUnetConfig, data)
     if arch == "unet":
         return _from_dict(UnetConfig, data)
-    raise DifftoolError(f"unknown model architecture {arch!r} (expected 'context_unet' or 'unet')")
+    if arch == "diffusers_unet2d":
+        return _from_dict(DiffusersUnetConfig, data)
+    raise DifftoolError(f"unknown model architecture {arch!r} (expected 'context_unet', 'unet' or "
+                        "'diffusers_unet2d')")
 
 
 # How imported models sample by default: as their own code does. The course's DDPM loop uses
@@ -189,15 +241,27 @@ class ModelCard:
 
     @property
     def supports_guidance(self) -> bool:
-        """Guidance needs an unconditional branch: zeros context means 'no class' for both archs."""
-        return self.conditional
+        """Guidance needs an unconditional branch: a model whose zeros context means 'no class' (difftool's
+        archs always; a diffusers UNet2DModel only with a reserved null class)."""
+        return self.conditional and self.model.null_context
+
+    @property
+    def no_guidance_reason(self) -> str:
+        """Why classifier-free guidance is unavailable ('' when it is available)."""
+        if not self.conditional:
+            return "this model is unconditional: classifier-free guidance needs a class-conditional model"
+        if not self.model.null_context:
+            return ("this class-conditional model has no unconditional (null) class, so classifier-free "
+                    "guidance is not possible")
+        return ""
 
     def recommended(self, key: str) -> Any:
-        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance), else
-        its origin's default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the
-        generic default: DDIM, 25 steps, eta 0, guidance 2 for class-conditional models (1 otherwise)."""
+        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance, spacing),
+        else its origin's default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the
+        generic default: DDIM, 25 steps, eta 0, guidance 2 for guidable models (1 otherwise), the sampler's own
+        spacing (None)."""
         generic = {"sampler": "ddim", "steps": 25, "eta": 0.0, "variance": "posterior",
-                   "guidance": 2.0 if self.supports_guidance else 1.0}
+                   "guidance": 2.0 if self.supports_guidance else 1.0, "spacing": None}
         if key not in generic:
             raise KeyError(key)
         origin = ORIGIN_SAMPLING.get(self.source, {})

@@ -333,6 +333,11 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
     """
     started = time.perf_counter()
     artifact = Path(artifact) if artifact is not None else bundled_artifact()
+    if artifact.is_dir():  # -- a diffusers model folder: ORT (its graph) vs diffusers' own pipeline, with ratio
+        from difftool.bench.diffusers_bench import run_folder_bench
+
+        return run_folder_bench(artifact, sampler=sampler, steps=steps, batches=batches, backends=backends,
+                                threads=threads, repeats=repeats, guidance=guidance, console=console)
     if not artifact.is_file():
         raise DifftoolError(f"artifact not found: {artifact}")
     if not batches or any(int(b) < 1 for b in batches):
@@ -345,7 +350,7 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
 
     card = read_card(artifact)
     if guidance != 1.0 and not card.supports_guidance:
-        raise DifftoolError("this model is unconditional: guidance needs a class-conditional model")
+        raise DifftoolError(card.no_guidance_reason)
     threads = int(threads) if threads else available_cores()
     load_start = load_average()
     _say(console, f"[dim]bench {artifact.name}: {', '.join(names)}; batches {list(batches)}; "

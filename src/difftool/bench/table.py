@@ -42,6 +42,7 @@ def render_table(result: dict[str, Any]) -> Table:
         "RSS = process peak",
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]
+    lines += list(result.get("notes", ()))  # e.g. the diffusers-pipeline / ORT ratio of a diffusers folder
     table = Table(title=title, caption="\n".join(lines), caption_justify="left", box=box.SIMPLE_HEAVY,
                   pad_edge=False, collapse_padding=True)
     table.add_column("backend", min_width=10)

@@ -10,7 +10,8 @@ SUFFIX = {"onnx": ".onnx", "tensorrt": ".engine", "triton": ""}
 
 
 def default_out(checkpoint: Path, format: str, precision: str) -> Path:
-    stem = checkpoint.with_suffix("")
+    # a diffusers folder has no suffix to strip: FOLDER -> FOLDER.onnx beside it
+    stem = checkpoint if checkpoint.is_dir() else checkpoint.with_suffix("")
     if format == "triton":
         return stem.parent / f"{stem.name}-triton"
     tag = "" if precision == "fp32" else f".{precision}"
@@ -30,8 +31,20 @@ def _calibration_images(paths: list[str]):
 def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", precision: str = "fp32",
                optimize: bool = False, image_size: int | None = None, calibration: list[str] = (),
                console=None) -> dict:
-    if not Path(checkpoint).is_file():
-        raise DifftoolError(f"checkpoint not found: {checkpoint}")
+    from difftool.models.diffusers_io import diffusers_folder
+
+    if not Path(checkpoint).is_file() and diffusers_folder(checkpoint) is None:
+        raise DifftoolError(f"checkpoint not found: {checkpoint}" + (
+            " (a folder, but not a diffusers model folder: no model_index.json, config.json, unet/ or unet_ema/)"
+            if Path(checkpoint).is_dir() else ""))
+    if format == "diffusers":  # a standard diffusers folder (DDPMPipeline.from_pretrained loads it)
+        from difftool.export.diffusers_out import export_diffusers
+
+        if out is None:
+            raise DifftoolError("--format diffusers needs the output folder: -o FOLDER")
+        summary = export_diffusers(checkpoint, Path(out))
+        _print(console, summary)
+        return summary
     out = Path(out) if out is not None else default_out(Path(checkpoint), format, precision)
     if format == "onnx":
         from difftool.export.onnx_export import export_onnx

@@ -13,7 +13,8 @@ from difftool import __version__
 from difftool.config import CARD_KEY, ModelCard
 
 CONTRACT = ("inputs: x float32[batch,C,H,W], t float32[batch], context float32[batch,K] (only when the "
-            "model has classes); output: eps float32[batch,C,H,W] (predicted noise)")
+            "model has classes); output: eps float32[batch,C,H,W] (predicted noise; v or x0 when metadata "
+            "'prediction' says v_prediction or sample)")
 
 
 def time_convention(card: ModelCard) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from difftool.config import ContextUnetConfig, ModelCard
+from difftool.config import ContextUnetConfig, DiffusersUnetConfig, ModelCard
 from difftool.errors import DifftoolError
 from difftool.export import parity
 from difftool.export.metadata import card_metadata, pin_ir_version, save_single_file, set_props
@@ -72,9 +72,14 @@ def with_image_size(card: ModelCard, size: int) -> ModelCard:
     if isinstance(cfg, ContextUnetConfig):
         raise DifftoolError(f"a course ContextUnet graph is tied to its height {cfg.height}; "
                             f"--image-size {size} is not possible")
-    factor = 2 ** sum(bool(d) for d in cfg.down_sample)
+    if isinstance(cfg, DiffusersUnetConfig):  # UNet2DModel: every block but the last halves the size
+        factor = 2 ** (len(cfg.unet.get("block_out_channels", (0,) * 4)) - 1)
+    else:
+        factor = 2 ** sum(bool(d) for d in cfg.down_sample)
     if size < factor or size % factor:
         raise DifftoolError(f"image size {size} must be a positive multiple of {factor} for this U-Net")
+    if isinstance(cfg, DiffusersUnetConfig):
+        return dataclasses.replace(card, model=dataclasses.replace(cfg, unet={**cfg.unet, "sample_size": size}))
     return dataclasses.replace(card, model=dataclasses.replace(cfg, im_size=size))
 
 

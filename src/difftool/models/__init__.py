@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from difftool.config import ContextUnetConfig, ModelConfig, UnetConfig
+from difftool.config import ContextUnetConfig, DiffusersUnetConfig, ModelConfig, UnetConfig
 
 
 def build(config: ModelConfig):
@@ -15,6 +15,10 @@ def build(config: ModelConfig):
         from difftool.models.unet import Unet
 
         return Unet(config)
+    if isinstance(config, DiffusersUnetConfig):  # a diffusers UNet2DModel (needs diffusers)
+        from difftool.models.diffusers_unet import build_unet
+
+        return build_unet(config)
     raise TypeError(f"not a model config: {config!r}")
 
 

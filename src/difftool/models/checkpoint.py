@@ -51,10 +51,17 @@ def save(path: str | Path, module: nn.Module, card: ModelCard) -> Path:
 
 
 def load(path: str | Path) -> LoadedModel:
-    """Load a difftool ``.safetensors``, a course ``.pth`` or an explainingai ``.pth`` checkpoint."""
+    """Load a difftool ``.safetensors``, a course ``.pth``, an explainingai ``.pth`` or a diffusers folder."""
     from difftool.models import build
 
     path = Path(path)
+    # -- diffusers model folder (pipeline / flat / training layout): UNet2DModel + scheduler config
+    from difftool.models.diffusers_io import diffusers_folder
+
+    if (folder := diffusers_folder(path)) is not None:
+        from difftool.models.diffusers_unet import load_folder
+
+        return load_folder(folder)
     if not path.is_file():
         raise DifftoolError(f"checkpoint not found: {path}")
     if _is_safetensors(path):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from difftool.config import ContextUnetConfig, ModelConfig, UnetConfig
+import json
+from pathlib import Path
+from typing import Any
+
+from difftool.config import ContextUnetConfig, DiffusersUnetConfig, ModelConfig, UnetConfig
 from difftool.errors import DifftoolError
 
 
@@ -32,7 +36,52 @@ def course(channels: int = 3, size: int = 16, num_classes: int = 5) -> ContextUn
     return ContextUnetConfig(in_channels=channels, n_feat=64, n_cfeat=num_classes, height=size)
 
 
-PRESETS = {"sprite": sprite, "tiny": tiny, "mnist": mnist, "course": course}
+def diffusers(channels: int = 3, size: int = 16, num_classes: int = 5,
+              unet: dict[str, Any] | None = None) -> DiffusersUnetConfig:
+    """A diffusers ``UNet2DModel`` (``unet``: its config; default: sized like the bundled sprite model, widths
+    24-48-96-128, attention on the two lowest levels, as many levels (<= 4) as ``size`` halves evenly).
+    Classes get ``num_class_embeds = K + 1``: the last label is the null class that context dropout trains,
+    so guidance works."""
+    from difftool.models.diffusers_io import check_unet
+
+    if unet is None:
+        levels = 1
+        while levels < 4 and size % (2 ** levels) == 0:
+            levels += 1
+        widths = (24, 48, 96, 128)[:levels]
+        attn = [i >= levels - 2 and levels > 1 for i in range(levels)]
+        unet = {"block_out_channels": list(widths), "layers_per_block": 1, "norm_num_groups": 8,
+                "attention_head_dim": 8,
+                "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attn],
+                "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]}
+    given = unet.get("num_class_embeds")
+    embeds = num_classes + 1 if num_classes else None
+    if given is not None and given != embeds:
+        raise DifftoolError(f"the U-Net config sets num_class_embeds {given}, but the dataset has {num_classes} "
+                            f"classes: difftool uses {embeds} (a null class for guidance); leave it out")
+    cfg = {**unet, "sample_size": size, "in_channels": channels, "out_channels": channels,
+           "num_class_embeds": embeds}
+    check_unet(cfg, "the U-Net config")
+    return DiffusersUnetConfig(unet=cfg, null_class=bool(num_classes))
+
+
+def diffusers_from_json(path: str | Path, channels: int, size: int, num_classes: int) -> DiffusersUnetConfig:
+    """:func:`diffusers` with a UNet2DModel config read from a JSON file (e.g. a model's unet/config.json)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DifftoolError(f"U-Net config not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DifftoolError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DifftoolError(f"{path} is not a JSON object (a UNet2DModel config)")
+    from difftool.models.diffusers_io import EMA_KEYS
+
+    unet = {k: v for k, v in data.items() if not k.startswith("_") and k not in EMA_KEYS}
+    return diffusers(channels, size, num_classes, unet=unet)
+
+
+PRESETS = {"sprite": sprite, "tiny": tiny, "mnist": mnist, "course": course, "diffusers": diffusers}
 DEFAULT_FOR_DATASET = {"sprites": "sprite", "digits": "tiny", "mnist": "mnist", "images": "sprite"}
 
 

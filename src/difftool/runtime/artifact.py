@@ -14,6 +14,11 @@ from difftool.runtime.kinds import kind_of
 
 def read_card(path: str | Path) -> ModelCard:
     path = Path(path)
+    # -- diffusers model folder: the card comes from its JSON configs (no torch, no diffusers)
+    from difftool.models.diffusers_io import diffusers_folder, folder_card
+
+    if (folder := diffusers_folder(path)) is not None:
+        return folder_card(folder)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
     kind = kind_of(path)

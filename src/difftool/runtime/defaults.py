@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from difftool.config import ModelCard
+from difftool.config import ORIGIN_SAMPLING, ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.samplers import canonical_name, get_sampler
 
@@ -45,16 +45,34 @@ def resolve(card: ModelCard, *, conditioned: bool, sampler: str | None = None, s
     if foreign:
         raise DifftoolError(f"{name} takes no {', '.join(foreign)} (its options: "
                             f"{', '.join(spec.option_names()) or 'none'})")
-    resolved = {}
-    for opt in spec.options:
-        if opt.name in given:
-            resolved[opt.name] = given[opt.name]
-        elif recommended and _has(card, opt.name):
-            resolved[opt.name] = card.recommended(opt.name)
-        else:
-            resolved[opt.name] = opt.default
+    resolved = {opt.name: option_value(card, spec, opt.name, given.get(opt.name), recommended)
+                for opt in spec.options}
     return Settings(sampler=name, steps=_steps(card, spec, steps), guidance=_guidance(card, guidance, conditioned),
-                    spacing=spacing, options=spec.resolve(resolved))
+                    spacing=spacing_for(card, spacing), options=spec.resolve(resolved))
+
+
+def option_value(card: ModelCard, spec, name: str, given: object = None, recommended: bool = False) -> object:
+    """A sampler option's value: given, else the card's (when it recommends this sampler, or names the option
+    itself in its ``sampling``, e.g. a diffusers folder's DDPM variance), else the option's default."""
+    if given is not None:
+        return given
+    explicit = name in card.sampling or name in ORIGIN_SAMPLING.get(card.source, {})
+    if (recommended or explicit) and _has(card, name):
+        return card.recommended(name)
+    return next(o.default for o in spec.options if o.name == name)
+
+
+def request_options(card: ModelCard, spec, request) -> dict[str, object]:
+    """The sampler options of a SampleRequest, with its None fields resolved (:func:`option_value`)."""
+    recommended = canonical_name(str(card.recommended("sampler"))) == spec.name
+    return spec.resolve({o.name: option_value(card, spec, o.name, getattr(request, o.name, None), recommended)
+                         for o in spec.options})
+
+
+def spacing_for(card: ModelCard, spacing: str | None) -> str | None:
+    """Given spacing, else the model's (a diffusers scheduler's ``timestep_spacing``), else None: the
+    sampler's own default."""
+    return spacing if spacing is not None else card.recommended("spacing")
 
 
 def _has(card: ModelCard, key: str) -> bool:
@@ -83,6 +101,5 @@ def _guidance(card: ModelCard, guidance: float | None, conditioned: bool) -> flo
     if not math.isfinite(guidance) or guidance < 0:
         raise DifftoolError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance}")
     if guidance != 1.0 and not card.supports_guidance:
-        raise DifftoolError("this model is unconditional: classifier-free guidance needs a class-conditional "
-                            "model; drop --guidance")
+        raise DifftoolError(f"{card.no_guidance_reason}; drop --guidance")
     return guidance

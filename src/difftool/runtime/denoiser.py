@@ -26,7 +26,8 @@ class Denoiser(Protocol):
       ``t / T`` for course models).
     * ``context``: (B, K) float32 with K = ``card.num_classes`` (one-hot class, zeros = unconditional,
       any real mix allowed); ignored by unconditional models (K = 0, pass a (B, 0) array).
-    * returns (B, C, H, W) float32 predicted noise. The returned array may be a buffer the backend
+    * returns (B, C, H, W) float32 predicted noise (v or x0 when ``card.prediction`` says so: the EpsFn
+      converts). The returned array may be a buffer the backend
       reuses on the next call: copy it if you keep it.
     """
 

@@ -38,6 +38,7 @@ FILE_KINDS: dict[str, FileKind] = {k.name: k for k in (
     FileKind("engine", (".engine", ".plan"), ("tensorrt",), "TensorRT engine"),
     FileKind("checkpoint", (".safetensors", ".pth", ".pt", ".ckpt", ".bin"), ("torch-cuda", "torch-cpu"),
              "checkpoint (difftool .safetensors, course or explainingai .pth)"),
+    FileKind("diffusers", (), ("torch-cuda", "torch-cpu"), "diffusers UNet2DModel folder (export it for ORT)"),
 )}
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -77,6 +78,13 @@ def canonical_backend(name: str, *, allow_auto: bool = True) -> str:
 def kind_of(path: str | Path) -> FileKind:
     """The kind of a model file: by suffix, else by content (DifftoolError naming what it looks like)."""
     path = Path(path)
+    if path.is_dir():
+        from difftool.models.diffusers_io import diffusers_folder  # torch-free
+
+        if diffusers_folder(path) is not None:
+            return FILE_KINDS["diffusers"]
+        raise DifftoolError(f"{path} is a folder but not a diffusers model folder (no config.json with a "
+                            "UNet2DModel, model_index.json or unet/ inside)")
     suffix = path.suffix.lower()
     for kind in FILE_KINDS.values():
         if suffix in kind.suffixes:

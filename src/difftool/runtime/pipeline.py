@@ -32,7 +32,7 @@ class SampleRequest:
     seed: int = 0
     seeds: list[int] | None = None
     spacing: str | None = None
-    variance: str = "posterior"
+    variance: str | None = None  # DDPM: posterior | beta; None: the model's, else posterior
     clip: float | str | None = "auto"  # clamp x0 estimates; "auto": to the value range for difftool models
 
 
@@ -65,10 +65,11 @@ class Pipeline:
 
     def table(self, request: SampleRequest) -> Coefficients:
         """The request's coefficient table (the pipeline hands the sampler its timestep plan)."""
+        from difftool.runtime.defaults import request_options, spacing_for
+
         spec = get_sampler(request.sampler)
-        options = {name: getattr(request, name) for name in spec.option_names()}
-        plan = spec.plan(self.schedule, request.steps, request.spacing)
-        return spec.coefficients(plan, self.schedule, **spec.resolve(options))
+        plan = spec.plan(self.schedule, request.steps, spacing_for(self.card, request.spacing))
+        return spec.coefficients(plan, self.schedule, **request_options(self.card, spec, request))
 
     def _seeds(self, request: SampleRequest) -> list[int]:
         """Per-row seeds, checked against n."""

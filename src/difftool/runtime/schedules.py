@@ -21,6 +21,11 @@ def linear_betas(num: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> 
     return np.linspace(beta_start, beta_end, num, dtype=np.float64)
 
 
+def scaled_linear_betas(num: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
+    """``num`` betas whose square roots are evenly spaced (diffusers' ``scaled_linear``, latent diffusion)."""
+    return np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), num, dtype=np.float64) ** 2
+
+
 def cosine_betas(num: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
     """Betas of the cosine schedule (Nichol & Dhariwal 2021, eq. 17), clipped at ``max_beta``.
 
@@ -99,8 +104,11 @@ def make_schedule(config: ScheduleConfig) -> Schedule:
         return Schedule(config, betas, ab, t_min=1, t_max=T)
     if config.kind == "linear":
         betas = linear_betas(T, config.beta_start, config.beta_end)
+    elif config.kind == "scaled_linear":
+        betas = scaled_linear_betas(T, config.beta_start, config.beta_end)
     elif config.kind == "cosine":
         betas = cosine_betas(T)
     else:
-        raise DifftoolError(f"unknown schedule kind {config.kind!r} (expected 'linear' or 'cosine')")
+        raise DifftoolError(f"unknown schedule kind {config.kind!r} (expected 'linear', 'scaled_linear' or "
+                            "'cosine')")
     return Schedule(config, betas, alpha_bar(betas), t_min=0, t_max=T - 1)

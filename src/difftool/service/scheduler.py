@@ -27,7 +27,7 @@ import numpy as np
 
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Step
-from difftool.runtime.guidance import branch_context, combine
+from difftool.runtime.guidance import branch_context, check_null_class, combine, eps_converter
 from difftool.runtime.pipeline import Pipeline, SampleRequest, check_finite
 from difftool.service.metrics import Metrics
 
@@ -68,9 +68,13 @@ class Job:
     def __init__(self, job_id: int, pipe: Pipeline, request: SampleRequest, on_step: StepListener | None):
         self.id, self.request, self.on_step = job_id, request, on_step
         self.state = pipe.start(request)  # x_T drawn from the request's own per-row noise stream
-        self.ctx, self.doubled = branch_context(_context(pipe, request), request.guidance)  # (rows, K)
+        context = _context(pipe, request)
+        check_null_class(pipe.card, context, float(request.guidance))
+        self.ctx, self.doubled = branch_context(context, request.guidance)  # (rows, K)
         self.guidance = float(request.guidance)
-        self.eps = np.empty_like(self.state.x) if self.doubled else None  # guided eps buffer (B, C, H, W)
+        self.to_eps = eps_converter(pipe.card.prediction, pipe.schedule)  # v / x0 networks -> eps (None: eps)
+        needs_buffer = self.doubled or self.to_eps is not None
+        self.eps = np.empty_like(self.state.x) if needs_buffer else None  # guided/converted eps (B, C, H, W)
         self.future: Future[np.ndarray] = Future()
         self.submitted = time.perf_counter()
         self.started: float | None = None  # when it joined the running batch
@@ -220,7 +224,9 @@ class Scheduler:
             part = eps[offset:offset + job.rows]
             offset += job.rows
             images += len(job.state.x)
-            self._advance(job, combine(part, job.guidance, job.eps) if job.doubled else part)
+            guided = combine(part, job.guidance, job.eps) if job.doubled else part
+            t = job.state.t
+            self._advance(job, guided if job.to_eps is None else job.to_eps(guided, job.state.x, t, job.eps))
         self.metrics.tick(rows=rows, requests=len(jobs), images=images, seconds=time.perf_counter() - start)
 
     def _gather(self, jobs: list[Job]) -> int:

@@ -44,6 +44,7 @@ class TrainConfig:
     data: tuple[str, ...] = ()
     out: str = "runs/sprites"
     model: str = ""  # preset name; "" = the dataset's default
+    unet_config: str = ""  # --model diffusers: a UNet2DModel config JSON ("" = the sprite-sized preset)
     schedule: str = "cosine"  # cosine | linear
     timesteps: int = 1000
     epochs: int = 100
@@ -113,7 +114,12 @@ class _Dist:
 def build_card(cfg: TrainConfig, ds) -> ModelCard:
     name = cfg.model or DEFAULT_FOR_DATASET.get(cfg.dataset, "sprite")
     channels, size = int(ds.images.shape[1]), int(ds.images.shape[2])
-    model_cfg = preset(name, channels=channels, size=size, num_classes=len(ds.class_names))
+    if name == "diffusers" and cfg.unet_config:  # a UNet2DModel config given as JSON
+        from difftool.models.presets import diffusers_from_json
+
+        model_cfg = diffusers_from_json(cfg.unet_config, channels, size, len(ds.class_names))
+    else:
+        model_cfg = preset(name, channels=channels, size=size, num_classes=len(ds.class_names))
     schedule = ScheduleConfig(kind=cfg.schedule, num_timesteps=cfg.timesteps)
     return ModelCard(model=model_cfg, schedule=schedule, class_names=tuple(ds.class_names),
                      source="difftool", credit=ds.credit, license=ds.license)

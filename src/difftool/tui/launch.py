@@ -49,7 +49,9 @@ def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | P
     from difftool.tui import run_tui
 
     path = Path(artifact)
-    if not path.is_file():
+    from difftool.models.diffusers_io import diffusers_folder
+
+    if not path.is_file() and diffusers_folder(path) is None:  # a file, or a diffusers model folder
         raise DifftoolError(f"model file not found: {path}")
     card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
     if card.conditional:

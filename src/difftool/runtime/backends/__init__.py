@@ -4,6 +4,7 @@
 * ``.engine`` / ``.plan`` -> :class:`~difftool.runtime.backends.tensorrt.TensorRTDenoiser`.
 * ``.safetensors`` / ``.pth`` / ``.pt`` / ``.ckpt`` -> ``difftool.models.denoiser.TorchDenoiser``
   (needs the ``train`` extra; torch is imported only on this path).
+* a diffusers model folder -> the same, around its ``UNet2DModel`` (needs diffusers too).
 
 Nothing here imports torch, tensorrt or onnxruntime at import time.
 """
@@ -108,9 +109,9 @@ def make_denoiser(path: str | Path, backend: str = "auto", threads: int | None =
     path = Path(path)
     if backend != "torch":
         backend = canonical_backend(backend)
-    if not path.is_file():
+    if not path.exists():
         raise DifftoolError(f"file not found: {path}")
-    kind = kind_of(path)
+    kind = kind_of(path)  # a diffusers folder is a checkpoint for the torch backends (export it for ORT)
     if kind.name == "onnx":
         return _onnx(path, backend, threads, opts)
     if kind.name == "engine":
