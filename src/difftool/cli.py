@@ -110,13 +110,24 @@ def info(
         table.add_row("credit", card.credit)
     if card.license:
         table.add_row("license", card.license)
+    for key, value in _generator_rows(path):
+        table.add_row(key, value)
     _stderr().print(table)
+
+
+def _generator_rows(path: Path) -> list[tuple[str, str]]:
+    """The baked sampler and input contract of a generator file (nothing for other files)."""
+    from difftool.runtime.generator import generator_info, info_rows
+
+    info = generator_info(path)
+    return info_rows(info) if info is not None else []
 
 
 # -- generate / sample / demo --------------------------------------------------------------------------
 
 SAMPLER_HELP = "ddim | ddpm | dpmpp_2m"
 SAMPLER_CHOICES = ("ddim", "ddpm", "dpmpp_2m", "dpm++")  # what --sampler accepts (dpm++: alias)
+SAMPLER_CHOICES_ALL = (*SAMPLER_CHOICES, "unipc")  # export --generator also takes UniPC (same table form)
 
 
 def _load_pipeline(path: Path | None, backend: str, threads: int | None):
@@ -289,27 +300,50 @@ def _stdout_console():
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth")],
+    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth "
+                                                    "(or, for --generator / web, an exported U-Net .onnx)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: beside the checkpoint)")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton")] = "onnx",
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton | web")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
     image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
     calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
+    generator: Annotated[bool, typer.Option("--generator", help="one file with the whole sampling loop: "
+                                            "noise + context -> images (onnx, triton; web always)")] = False,
+    sampler: _Sampler = None, steps: _Steps = None, eta: _Eta = None, spacing: _Spacing = None,
+    guidance: Annotated[float | None, typer.Option(help="generator: default guidance recorded for clients "
+                                                        "(guidance is an input; default: the model's)")] = None,
+    ort_web: Annotated[Path | None, typer.Option(help="web: onnxruntime-web dist folder (default: $DIFFTOOL_ORT_WEB "
+                                                      "or ~/.cache/difftool/ort-web)")] = None,
     json_out: _Json = False,
 ):
-    """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository)."""
-    _check_choice(format, ("onnx", "tensorrt", "triton"), "--format")
+    """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository),
+    or a one-file generator (--generator) / a static web page (--format web)."""
+    _check_choice(format, ("onnx", "tensorrt", "triton", "web"), "--format")
     _check_choice(precision, ("fp32", "fp16", "int8"), "--precision")
+    _check_choice(sampler, SAMPLER_CHOICES_ALL, "--sampler")
+    _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
     from difftool.export.driver import run_export
 
+    settings = _generator_settings(generator or format == "web", sampler, steps, eta, spacing, guidance)
     report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
                         image_size=image_size, calibration=[str(p) for p in calibration or ()],
-                        console=_stderr())
+                        generator=settings, ort_web=ort_web, console=_stderr())
     if json_out:
         import json
 
         print(json.dumps(report, default=str))
+
+
+def _generator_settings(wanted: bool, sampler, steps, eta, spacing, guidance):
+    """GeneratorSettings for --generator / web (None otherwise; sampler flags then are an error)."""
+    if not wanted:
+        if any(v is not None for v in (sampler, steps, eta, spacing, guidance)):
+            raise typer.BadParameter("sampler settings apply to --generator and --format web", param_hint="--sampler")
+        return None
+    from difftool.export.generator import GeneratorSettings
+
+    return GeneratorSettings(sampler=sampler, steps=steps, eta=eta, spacing=spacing, guidance=guidance)
 
 
 # -- tui --------------------------------------------------------------------------------------------

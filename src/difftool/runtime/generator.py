@@ -58,7 +58,7 @@ class GeneratorInfo:
         return f"{self.label}-{self.steps} ({opts})"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> GeneratorInfo:
@@ -99,7 +99,10 @@ def generator_info(path: str | Path) -> GeneratorInfo | None:
         return None
     from difftool.runtime.artifact import onnx_metadata
 
-    meta = onnx_metadata(path)
+    try:
+        meta = onnx_metadata(path)
+    except DifftoolError:  # unreadable: the regular loaders say why
+        return None
     return GeneratorInfo.from_json(meta[GENERATOR_KEY]) if GENERATOR_KEY in meta else None
 
 
