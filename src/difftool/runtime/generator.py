@@ -215,9 +215,13 @@ class GeneratorPipeline(Pipeline):
         shape = (card.channels, card.image_size, card.image_size)
         x_t = noise(shape)  # (n, C, H, W), drawn first as in Pipeline.start
         z = np.stack([noise(shape) for _ in range(self.info.noise_steps)]) if self.info.noise_steps else None
+        guidance = np.float32(request.guidance)
+        if self.info.layout == "batched":  # Triton's layout: every input batch-first
+            z = None if z is None else np.ascontiguousarray(z.transpose(1, 0, 2, 3, 4))  # (n, N, C, H, W)
+            guidance = np.full((request.n, 1), guidance, dtype=np.float32)
         conditional = card.num_classes > 0
         _, x = self.denoiser.run(x_t, self._context(request) if conditional else None,
-                                 np.float32(request.guidance) if conditional else None, z)
+                                 guidance if conditional else None, z)
         if callback is not None:
             total = len(self.info.timesteps)
             for index, t in enumerate(self.info.timesteps):
