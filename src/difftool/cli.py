@@ -381,8 +381,9 @@ def bench(
     sampler: Annotated[str, typer.Option(help=SAMPLER_HELP + " (the timed loop)")] = "ddim",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the timed loop")] = 25,
     batch: Annotated[str, typer.Option(help="batch sizes, comma separated")] = "1,16,64",
-    backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt "
-                                              "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda)")] = "ort,torch",
+    backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt, generator "
+                                              "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda; generator: "
+                                              "the one-file generator vs the Python loop)")] = "ort,torch",
     threads: _Threads = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
     guidance: Annotated[float, typer.Option(help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
