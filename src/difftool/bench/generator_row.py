@@ -16,7 +16,7 @@ import numpy as np
 
 from difftool.bench.measure import Budget, interleaved, load_average, peak_rss_mb
 
-GENERATOR_MAX_S = 3.0  # per batch: stop the round-robin after this (keeping >= 3 rounds)
+GENERATOR_MAX_S = 8.0  # per batch: stop the round-robin after this (keeping >= 3 rounds)
 
 
 def build_bench_generator(onnx_path: Path, folder: Path, sampler: str, steps: int):
