@@ -82,7 +82,7 @@ def plan_for(card: ModelCard, settings: GeneratorSettings, layout: str = "defaul
     times = np.array([schedule.model_time(int(t)) for t in table.t], dtype=np.float32)
     plan = GraphPlan(table, times, card.channels, card.image_size, card.num_classes, card.clip_limit,
                      tuple(card.value_range), layout)
-    inputs, outputs = contract(card, steps, plan.noise_rows, layout)
+    inputs, outputs = contract(card, plan.noise_rows, layout)
     info = GeneratorInfo(sampler=name, label=spec.label, steps=len(table), spacing=spacing, options=options,
                          guidance=guidance, clip=card.clip_limit, timesteps=tuple(int(t) for t in table.t),
                          noise_steps=plan.noise_rows, layout=layout, inputs=inputs, outputs=outputs)

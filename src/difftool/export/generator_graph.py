@@ -72,7 +72,7 @@ def _const(name: str, array: np.ndarray):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-# -- the U-Net, renamed and split -----------------------------------------------------------------------
+# -- the U-Net, renamed into the body -----------------------------------------------------------------------
 
 
 def _rename_graph(graph, mapping: dict[str, str]) -> None:
@@ -186,7 +186,7 @@ def _body(plan: GraphPlan, unet_nodes: list, names: dict[str, str], weights: lis
 
     g = _Graph("gen/b_")
     state = _state(plan.table)
-    row = g.op("Gather", "gen/coef", "gen/i", axis=0)  # (14,) this step's coefficients
+    row = g.op("Gather", "gen/coef", "gen/i", axis=0)  # (14,): this step's coefficients
     coef = {name: g.op("Gather", row, f"gen/col_{name}", axis=0) for name in GRAPH_COLUMNS}
     eps = _eps(g, plan, names, g.op("Gather", "gen/times", "gen/i", axis=0), unet_nodes)
     carried = _update(g, plan, names, coef, eps)

@@ -72,7 +72,7 @@ class GeneratorInfo:
             raise DifftoolError(f"the generator metadata is malformed ({exc})") from None
 
 
-def contract(card, info_steps: int, noise_steps: int, layout: str = "default") -> tuple[dict, dict]:
+def contract(card, noise_steps: int, layout: str = "default") -> tuple[dict, dict]:
     """The (inputs, outputs) contract of a generator for ``card``: {name: {dtype, shape, doc}}."""
     c, s, k = card.channels, card.image_size, card.num_classes
     batched = layout == "batched"
