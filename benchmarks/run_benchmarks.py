@@ -39,6 +39,7 @@ from difftool.bench.runners import (
     TorchReference,
     compile_runner,
     denoiser_runner,
+    generator_runner,
     loop_samples,
     median,
     torch_runner,
@@ -48,8 +49,8 @@ from difftool.config import ModelCard, ScheduleConfig
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "difftool" / "assets"
 MODELS = ("course", "sprite")  # "tiny" is accepted too (hidden; for tests)
-RUNNERS = ("torch-eager", "torch-compile", "ort", "ort-opt", "ort-int8", "torch-cuda", "ort-cuda", "tensorrt",
-           "diffusers")
+RUNNERS = ("torch-eager", "torch-compile", "ort", "ort-opt", "ort-int8", "generator", "torch-cuda", "ort-cuda",
+           "tensorrt", "diffusers")
 COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 STEPS = 25
 
@@ -221,6 +222,7 @@ class Opened:
     compiled: TorchReference | None = None
     denoisers: dict[str, Any] = field(default_factory=dict)
     anchor: Any = None
+    generator: Any = None  # GeneratorPipeline (DDIM-STEPS, eta 0) over the fp32 graph
     skipped: list[Skipped] = field(default_factory=list)
 
 
@@ -246,6 +248,8 @@ def open_all(prep: Prepared, wanted: list[str], threads: int, no_compile: bool, 
             continue
         out.denoisers[name] = make_denoiser(prep.graphs[name], backend="ort-cpu", threads=threads)
     _open_gpu(prep, wanted, avail, out, threads, work)
+    if "generator" in wanted:
+        _open_generator(prep, out, threads)
     if "diffusers" in wanted:
         try:
             from difftool.bench.anchor import build_anchor
@@ -288,6 +292,21 @@ def _open_gpu(prep: Prepared, wanted: list[str], avail: dict[str, str | None], o
             out.skipped.append(Skipped("tensorrt", f"engine build failed: {str(exc).splitlines()[0][:200]}"))
 
 
+def _open_generator(prep: Prepared, out: Opened, threads: int) -> None:
+    """The one-file generator of the fp32 graph (built once beside it in the cache)."""
+    if "ort" not in prep.graphs:
+        out.skipped.append(Skipped("generator", prep.failed.get("ort", "no fp32 graph")))
+        return
+    from difftool.export.generator import GeneratorSettings, export_generator
+    from difftool.runtime.generator import open_generator
+
+    path = prep.graphs["ort"].with_name(f"generator-ddim{STEPS}.onnx")
+    if not path.is_file():
+        say(f"exporting {prep.key} generator ...")
+        export_generator(prep.graphs["ort"], path, GeneratorSettings(sampler="ddim", steps=STEPS, eta=0.0))
+    out.generator = open_generator(path, "ort-cpu", threads)
+
+
 def flops_per_sample(prep: Prepared) -> int:
     from difftool.bench.flops import card_torch_flops
 
@@ -310,6 +329,8 @@ def runners_for(prep: Prepared, opened: Opened, batch: int, wanted: list[str]) -
         from difftool.bench.anchor import anchor_runner
 
         out.append(anchor_runner(opened.anchor, batch, STEPS))
+    if opened.generator is not None:
+        out.append(generator_runner(opened.generator, batch, STEPS))
     return out
 
 
@@ -326,20 +347,23 @@ def bench_model(prep: Prepared, args: argparse.Namespace, peak: float, work: Pat
     for batch in args.batches:
         say(f"{prep.key} batch {batch} (load {load_average()}) ...")
         runners = runners_for(prep, opened, batch, args.backends)
-        fwd = interleaved({r.name: r.forward for r in runners},
+        fwd = interleaved({r.name: r.forward for r in runners if r.forward is not None},
                           Budget(repeats=args.repeats, warmup=2, block_s=args.block_s, max_s=600.0))
         say("  sampling loops ...")
         loops = loop_samples(runners, args.loop_repeats, max_s=600.0)
         eager = fwd.get("torch-eager")
         for r in runners:
+            if r.note and r.note not in notes:
+                notes.append(r.note)
+            if r.forward is None:
+                rows.append(_loop_only_row(r, batch, loops))
+                continue
             t = fwd[r.name]
             walls, overhead = loops[r.name]
             flops = r.flops_per_sample * r.rows if r.flops_per_sample else None
             gflops = flops / t.median / 1e9 if flops else None
             if r.compile_s is not None:
                 compile_s[str(batch)] = r.compile_s
-            if r.note and r.note not in notes:
-                notes.append(r.note)
             rows.append({
                 "runner": r.name, "batch": batch, "rows": r.rows, "forward": t.to_dict(),
                 "steps_per_s": 1.0 / t.median, "images_steps_per_s": batch / t.median,
@@ -357,6 +381,21 @@ def bench_model(prep: Prepared, args: argparse.Namespace, peak: float, work: Pat
             "load_average": load, "rows": rows, "compile_s": compile_s, "notes": notes,
             "skipped": [{"name": s.name, "reason": s.reason} for s in opened.skipped],
             "exports": prep.exports}
+
+
+def _loop_only_row(r: Runner, batch: int, loops: dict) -> dict[str, Any]:
+    """A runner without a per-step forward (the generator): its loop, and its ratio to the ort loop of
+    the same round-robin (``vs_python_loop``)."""
+    walls = loops[r.name][0]
+    ort = loops.get("ort", ([], []))[0]
+    loop_s = median(walls)
+    return {"runner": r.name, "batch": batch, "rows": r.rows,
+            "forward": {"median_ms": None, "min_ms": None, "max_ms": None},
+            "steps_per_s": STEPS / loop_s, "images_steps_per_s": batch * STEPS / loop_s, "vs_eager": None,
+            "flops_per_sample": None, "gflops": None, "peak_fraction": None,
+            "loop": {"median_s": loop_s, "min_s": min(walls), "max_s": max(walls), "repeats": len(walls)},
+            "vs_python_loop": median(ort) / loop_s if ort else None,
+            "loop_overhead_pct": None, "loop_overhead_vs_forward_pct": None}
 
 
 # -- extras ----------------------------------------------------------------------------------------------
@@ -470,6 +509,12 @@ def targets(models: list[dict[str, Any]], torch_over_numpy: float = 1.0) -> list
                 + ", ".join(f"{k}/{b}: {v:.2f} %" for k, b, v in loops),
                 "value": worst[2] if worst else None, "pass": None if worst is None else worst[2] <= 2.0})
     ratio("ORT int8 ≥ 2.0× PyTorch eager, batch 16", "ort-int8", 16, 2.0)
+    for batch in (1, 16):
+        r = by.get(("generator", batch))
+        v = r.get("vs_python_loop") if r else None
+        out.append({"name": f"generator ≥ 1.0× the Python loop (ort), DDIM-{STEPS}, batch {batch}",
+                    "required": ">= 1.0×", "measured": "-" if v is None else f"{v:.2f}×", "value": v,
+                    "pass": None if v is None else v >= 1.0})
     return out
 
 

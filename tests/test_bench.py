@@ -123,6 +123,23 @@ def test_guidance_doubles_the_forward_batch(tiny_onnx):
     assert row["forward_batch"] == 4 and row["loop"]["sampler"] == "dpmpp_2m" and row["loop"]["forwards"] == 3
 
 
+def test_generator_row_is_timed_against_the_python_loop(tiny_onnx, tmp_path):
+    rec = run_bench(tiny_onnx, batches=(1, 2), repeats=1, threads=1, backends=("gen",), steps=3, guidance=2.0)
+    assert [row["batch"] for row in rec["results"]] == [1, 2] and not rec["skipped"]
+    for row in rec["results"]:
+        assert row["backend"] == "generator" and ROW_FIELDS <= set(row)
+        assert _finite_positive(row["loop"]["median_s"]) and _finite_positive(row["python_loop"]["median_s"])
+        assert row["speedup_vs_python_loop"] == pytest.approx(row["python_loop"]["median_s"] / row["loop"]["median_s"])
+    console = Console(file=io.StringIO(), width=160)
+    console.print(render_table(rec))
+    assert "generator" in console.file.getvalue() and "x loop" in console.file.getvalue()
+    json.dumps(json.loads(to_json(rec)), allow_nan=False)
+    lonely = tmp_path / "m.safetensors"
+    shutil.copyfile(tiny_onnx.with_suffix(".safetensors"), lonely)
+    rec = run_bench(lonely, batches=(1,), repeats=1, threads=1, backends=("generator",), steps=2)
+    assert rec["results"] == [] and "U-Net ONNX graph" in rec["skipped"][0]["reason"]
+
+
 # -- FLOPs ----------------------------------------------------------------------------------------------
 
 
@@ -180,7 +197,9 @@ def test_benchmarks_script_quick(tmp_path):
     rec = json.loads(json_path.read_text())
     (model,) = rec["models"]
     runners = {r["runner"] for r in model["rows"]}
-    assert {"torch-eager", "ort", "ort-opt", "ort-int8"} <= runners
+    assert {"torch-eager", "ort", "ort-opt", "ort-int8", "generator"} <= runners
+    gen = [r for r in model["rows"] if r["runner"] == "generator"]
+    assert gen and gen[0]["vs_python_loop"] > 0 and gen[0]["forward"]["median_ms"] is None
     assert all(s["reason"] for s in model["skipped"])
     assert {t["name"] for t in rec["targets"]}
     md = (out / "latest.md").read_text()

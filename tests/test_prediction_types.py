@@ -98,9 +98,13 @@ def test_pipeline_uses_the_cards_spacing_and_variance():
     seen = []
     pipe.sample(SampleRequest(n=2, context=ctx, sampler="ddim", steps=5), callback=lambda s: seen.append(s.t))
     assert seen == list(timesteps(pipe.schedule, 5, "leading"))
-    assert pipe._options("ddpm", SampleRequest())["variance"] == "beta"
-    assert pipe._options("ddpm", SampleRequest(variance="posterior"))["variance"] == "posterior"
-    assert pipe._options("ddim", SampleRequest(spacing="trailing"))["spacing"] == "trailing"
+    from difftool.runtime.defaults import request_options, spacing_for
+    from difftool.runtime.samplers import get_sampler
+
+    ddpm = get_sampler("ddpm")
+    assert request_options(c, ddpm, SampleRequest())["variance"] == "beta"
+    assert request_options(c, ddpm, SampleRequest(variance="posterior"))["variance"] == "posterior"
+    assert spacing_for(c, "trailing") == "trailing" and spacing_for(c, None) == "leading"
 
 
 def test_scaled_linear_schedule():

@@ -168,3 +168,73 @@ def test_unconditional_config_has_no_context():
     assert cfg["input"][0]["dims"] == [1, 8, 8]
     with pytest.raises(DifftoolError, match="unknown instance kind"):
         config_pbtxt(card, "digits", kind="KIND_TPU")
+
+
+# -- generator models: whole generations server-side -------------------------------------------------------
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "difftool" / "assets" / "sprites.onnx"
+
+
+@pytest.fixture(scope="module")
+def generator_repo(tmp_path_factory) -> Path:
+    from difftool.export.generator import GeneratorSettings
+    from difftool.export.triton import export_triton_generator
+
+    out = tmp_path_factory.mktemp("triton-gen") / "models"
+    summary = export_triton_generator(BUNDLED, out, GeneratorSettings(steps=5, eta=1.0))
+    assert summary["path"] == str(out / "sprites_generator") and summary["parity_max_abs_err"] <= 1e-4
+    return out
+
+
+def test_generator_layout_and_config_match_the_graph(generator_repo):
+    import onnx
+    from onnx import helper
+
+    model_dir = generator_repo / "sprites_generator"
+    assert sorted(os.listdir(generator_repo)) == ["sprites_generator"]
+    assert sorted(os.listdir(model_dir)) == ["1", "config.pbtxt", "difftool.json"]
+    cfg = parse_pbtxt((model_dir / "config.pbtxt").read_text())
+    assert cfg["platform"] == "onnxruntime_onnx" and cfg["max_batch_size"] == 64
+    assert cfg["dynamic_batching"] == {"preferred_batch_size": [16, 32], "max_queue_delay_microseconds": 1000}
+    graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
+    triton_type = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8"}
+
+    def graph_side(values):
+        out = {}
+        for v in values:
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            dtype = helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+            out[v.name] = (dims, triton_type[dtype])
+        return out
+
+    for section, values in (("input", graph.input), ("output", graph.output)):
+        declared = {e["name"]: (["batch", *e["dims"]], e["data_type"]) for e in cfg[section]}
+        assert declared == graph_side(values), section  # same names, order, batch-first dims and types
+    inputs = {e["name"]: e["dims"] for e in cfg["input"]}
+    assert inputs == {"x_T": [3, 16, 16], "context": [5], "guidance": [1], "noise": [4, 3, 16, 16]}
+    assert {e["name"]: e["dims"] for e in cfg["output"]} == {"images": [16, 16, 3], "sample": [3, 16, 16]}
+    keys = [p["key"] for p in (cfg["parameters"] if isinstance(cfg["parameters"], list) else [cfg["parameters"]])]
+    assert keys == ["difftool", "difftool_generator"]
+
+
+def test_batched_requests_equal_separate_generations(generator_repo, tmp_path):
+    """What the dynamic batcher does: stack 3 requests with their own guidance; each row equals the
+    request run alone through the default-layout generator."""
+    from difftool.export.generator import GeneratorSettings, export_generator
+    from difftool.runtime.generator import GeneratorSession
+
+    sess = cpu_session(generator_repo / "sprites_generator" / "1" / "model.onnx")
+    alone = tmp_path / "g.onnx"
+    export_generator(BUNDLED, alone, GeneratorSettings(steps=5, eta=1.0), check=False)
+    single = GeneratorSession(alone, threads=1, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 3, 16, 16), dtype=np.float32)
+    noise = rng.standard_normal((3, 4, 3, 16, 16), dtype=np.float32)  # (B, N, C, H, W): batch first
+    ctx = np.eye(5, dtype=np.float32)[[0, 2, 4]]
+    guidance = np.array([[1.0], [3.0], [5.0]], dtype=np.float32)
+    images, sample = sess.run(["images", "sample"], {"x_T": x, "context": ctx, "guidance": guidance, "noise": noise})
+    assert images.dtype == np.uint8 and images.shape == (3, 16, 16, 3)
+    for i in range(3):
+        want_images, want = single.run(x[i:i + 1], ctx[i:i + 1], float(guidance[i, 0]), noise[i:i + 1].transpose(1, 0, 2, 3, 4))
+        assert np.abs(sample[i] - want[0]).max() <= 1e-4
+        assert np.abs(images[i].astype(int) - want_images[0]).max() <= 1

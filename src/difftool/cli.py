@@ -128,7 +128,17 @@ def info(
         table.add_row("credit", card.credit)
     if card.license:
         table.add_row("license", card.license)
+    for key, value in _generator_rows(path):
+        table.add_row(key, value)
     _stderr().print(table)
+
+
+def _generator_rows(path: Path) -> list[tuple[str, str]]:
+    """The baked sampler and input contract of a generator file (nothing for other files)."""
+    from difftool.runtime.generator import generator_info, info_rows
+
+    info = generator_info(path)
+    return info_rows(info) if info is not None else []
 
 
 # -- generate / sample / demo (difftool.cli_sampling) ---------------------------------------------------
@@ -143,29 +153,51 @@ _check_choice, _load_pipeline = opt.check_choice, opt.load_pipeline
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth, diffusers folder")],
+    checkpoint: Annotated[Path, typer.Argument(help="difftool .safetensors, course or explainingai .pth, diffusers "
+                                                    "folder (or, for --generator / web, an exported U-Net .onnx)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: beside the checkpoint)")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton | diffusers (a DDPMPipeline "
-                                                              "folder)")] = "onnx",
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx | tensorrt | triton | web | diffusers (a "
+                                                              "DDPMPipeline folder)")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
     optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
     image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
     calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
+    generator: Annotated[bool, typer.Option("--generator", help="one file with the whole sampling loop: "
+                                            "noise + context -> images (onnx, triton; web always)")] = False,
+    sampler: opt.Sampler = None, steps: opt.Steps = None, eta: opt.Eta = None, spacing: opt.Spacing = None,
+    guidance: Annotated[float | None, typer.Option(help="generator: default guidance recorded for clients "
+                                                        "(guidance is an input; default: the model's)")] = None,
+    ort_web: Annotated[Path | None, typer.Option(help="web: onnxruntime-web dist folder (default: $DIFFTOOL_ORT_WEB "
+                                                      "or ~/.cache/difftool/ort-web)")] = None,
     json_out: _Json = False,
 ):
     """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository / diffusers
-    folder)."""
-    _check_choice(format, ("onnx", "tensorrt", "triton", "diffusers"), "--format")
+    folder), or a one-file generator (--generator) / a static web page (--format web)."""
+    _check_choice(format, ("onnx", "tensorrt", "triton", "web", "diffusers"), "--format")
     _check_choice(precision, ("fp32", "fp16", "int8"), "--precision")
+    opt.check_sampler(sampler)
+    _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
     from difftool.export.driver import run_export
 
+    settings = _generator_settings(generator or format == "web", sampler, steps, eta, spacing, guidance)
     report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
                         image_size=image_size, calibration=[str(p) for p in calibration or ()],
-                        console=_stderr())
+                        generator=settings, ort_web=ort_web, console=_stderr())
     if json_out:
         import json
 
         print(json.dumps(report, default=str))
+
+
+def _generator_settings(wanted: bool, sampler, steps, eta, spacing, guidance):
+    """GeneratorSettings for --generator / web (None otherwise; sampler flags then are an error)."""
+    if not wanted:
+        if any(v is not None for v in (sampler, steps, eta, spacing, guidance)):
+            raise typer.BadParameter("sampler settings apply to --generator and --format web", param_hint="--sampler")
+        return None
+    from difftool.export.generator import GeneratorSettings
+
+    return GeneratorSettings(sampler=sampler, steps=steps, eta=eta, spacing=spacing, guidance=guidance)
 
 
 # -- tui --------------------------------------------------------------------------------------------
@@ -239,8 +271,9 @@ def bench(
     sampler: Annotated[str, typer.Option(help=opt.sampler_registry.help_text() + " (the timed loop)")] = "ddim",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the timed loop")] = 25,
     batch: Annotated[str, typer.Option(help="batch sizes, comma separated")] = "1,16,64",
-    backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt "
-                                              "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda)")] = "ort,torch",
+    backend: Annotated[str, typer.Option(help="backends, comma separated: ort, torch, cuda, trt, generator "
+                                              "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda; generator: "
+                                              "the one-file generator vs the Python loop)")] = "ort,torch",
     threads: _Threads = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
     guidance: Annotated[float, typer.Option(help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,

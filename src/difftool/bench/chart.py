@@ -23,7 +23,7 @@ def _font(size: int):
 
 def _ratios(model: dict[str, Any]) -> tuple[list[int], list[str], dict[tuple[str, int], float]]:
     batches = sorted({r["batch"] for r in model["rows"]})
-    runners = list(dict.fromkeys(r["runner"] for r in model["rows"]))
+    runners = list(dict.fromkeys(r["runner"] for r in model["rows"] if "vs_python_loop" not in r))  # per-step rows
     values = {(r["runner"], r["batch"]): r["vs_eager"] for r in model["rows"] if r.get("vs_eager")}
     return batches, runners, values
 
@@ -80,7 +80,7 @@ def _panel(draw: ImageDraw.ImageDraw, model: dict[str, Any], x0: int, y0: int, c
 def render_chart(record: dict[str, Any], path: str | Path) -> Path:
     """Write the PNG to ``path``; returns it."""
     models = [m for m in record["models"] if m["rows"]]
-    runners = list(dict.fromkeys(r["runner"] for m in models for r in m["rows"]))
+    runners = list(dict.fromkeys(r["runner"] for m in models for r in m["rows"] if "vs_python_loop" not in r))
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(runners)}
     width = PANEL_W * max(1, len(models))
     cols = max(1, (width - 16) // 180)

@@ -1,7 +1,7 @@
 """``difftool bench FOLDER``: difftool's ORT runtime against diffusers' own pipeline on the same model.
 
 The anchor is what a diffusers user would run: ``DDIMPipeline`` (``--sampler ddim``, eta 0) or
-``DDPMPipeline`` (``ddpm``; ``dpmpp_2m`` with ``DPMSolverMultistepScheduler``), built from the folder's U-Net
+``DDPMPipeline`` (the scheduler class each sampler names in the registry), built from the folder's U-Net
 and scheduler config, torch eager on the same CPU threads. Class-conditional U-Nets cannot go through those
 pipelines (they pass no ``class_labels``), so for them the anchor is the pipelines' own loop written out with
 ``class_labels``. The ORT side is the folder's exported graph (``FOLDER.onnx`` beside it when it holds the same
@@ -22,7 +22,6 @@ from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 from difftool.models.diffusers_io import require_folder
 
-SCHEDULER_FOR = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler"}
 
 
 def run_folder_bench(folder: Path, *, sampler: str = "ddim", steps: int = 25, batches: tuple[int, ...] = (1, 16),
@@ -102,7 +101,9 @@ def _scheduler(card: ModelCard, sampler: str):
 
     raw = dict(card.training.get("diffusers", {}).get("scheduler", {}))
     config = {k: v for k, v in raw.items() if not k.startswith("_")}
-    return getattr(diffusers, SCHEDULER_FOR[sampler]).from_config(config)
+    from difftool.runtime.samplers import get_sampler
+
+    return getattr(diffusers, get_sampler(sampler).diffusers_scheduler).from_config(config)
 
 
 def diffusers_row(folder: Path, card: ModelCard, batch: int, sampler: str, steps: int, repeats: int,

@@ -10,7 +10,9 @@ def _f(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
     return "-" if value is None else f"{format(value, fmt)}{suffix}"
 
 
-def _ms(value: float) -> str:
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
@@ -56,7 +58,8 @@ def model_table(model: dict[str, Any]) -> list[str]:
         fwd = r["forward"]
         lines.append(
             f"| {r['runner']} | {r['batch']} | {_ms(fwd['median_ms'])} ({_ms(fwd['min_ms'])}-{_ms(fwd['max_ms'])}) | "
-            f"{r['steps_per_s']:.1f} | {r['images_steps_per_s']:.0f} | {_f(r.get('vs_eager'), '.2f', '×')} | "
+            f"{r['steps_per_s']:.1f} | {r['images_steps_per_s']:.0f} | "
+            f"{_f(r.get('vs_eager'), '.2f', '×') if 'vs_python_loop' not in r else _f(r['vs_python_loop'], '.2f', '× py loop')} | "
             f"{_f(r.get('gflops'))} | {_f(100 * r['peak_fraction'] if r.get('peak_fraction') else None, '.0f', ' %')} | "
             f"{_f(r['loop']['median_s'], '.3f') if r.get('loop') else '-'} | "
             f"{_f(r.get('loop_overhead_pct'), '.1f', ' %')} |")

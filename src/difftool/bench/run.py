@@ -46,6 +46,7 @@ SCHEMA = "difftool.bench/1"
 DEFAULT_BACKENDS = ("ort", "torch")
 CHECKPOINT_SUFFIXES = FILE_KINDS["checkpoint"].suffixes
 ENGINE_SUFFIXES = FILE_KINDS["engine"].suffixes
+GENERATOR_ROW = ("generator", "gen")  # bench-only row: the whole loop in one ONNX graph (not a Denoiser)
 
 # Time boxes (seconds): sized so the defaults (3 batches x 2 backends, 85 MFLOP model) finish in well
 # under a minute on 2 cores, including the peak measurement and session start-up.
@@ -107,7 +108,9 @@ def _onnx_for(artifact: Path) -> Path | None:
 
 
 def canonical_backend(name: str) -> str:
-    """A backend name or alias from the registry (``auto`` is not a bench backend)."""
+    """A backend name or alias from the registry (``auto`` is not a bench backend), or the generator row."""
+    if name.strip().lower() in GENERATOR_ROW:
+        return "generator"
     return _canonical(name, allow_auto=False)
 
 
@@ -322,6 +325,24 @@ def _say(console, text: str) -> None:
         console.print(text)
 
 
+def _bench_generator(artifact: Path, results: list, skipped: list, *, console, **options) -> None:
+    """Append the generator rows (or a skip with the reason) for ``artifact``'s ONNX graph."""
+    from difftool.bench.generator_row import generator_rows
+    from difftool.runtime.generator import generator_info
+
+    onnx_path = _onnx_for(artifact)
+    if onnx_path is None or generator_info(onnx_path) is not None:
+        reason = "needs the U-Net ONNX graph" + (f" (no {artifact.with_suffix('.onnx').name})" if onnx_path is None
+                                                 else f" ({onnx_path.name} is already a generator)")
+        skipped.append({"backend": "generator", "reason": reason})
+        _say(console, f"[yellow]skipped[/] generator: {reason}")
+        return
+    for row in generator_rows(onnx_path, **options):
+        results.append(row)
+        _say(console, f"[dim]generator batch {row['batch']}: {row['loop']['median_s']:.3f} s vs Python loop "
+                      f"{row['python_loop']['median_s']:.3f} s (x{row['speedup_vs_python_loop']:.2f})[/]")
+
+
 def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
               batches: tuple[int, ...] = (1, 16, 64), backends: tuple[str, ...] = DEFAULT_BACKENDS,
               threads: int | None = None, repeats: int = 5, guidance: float = 1.0,
@@ -362,6 +383,10 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
     skipped: list[dict[str, str]] = []
     threads_used: dict[str, Any] = {"requested": threads}
     for name in names:
+        if name == "generator":  # the whole loop in one graph, timed against the Python loop (ort-cpu)
+            _bench_generator(artifact, results, skipped, sampler=sampler, steps=steps, guidance=guidance,
+                             batches=batches, threads=threads, repeats=repeats, console=console)
+            continue
         try:
             denoiser = open_backend(name, artifact, card, threads)
         except Unavailable as exc:

@@ -8,7 +8,9 @@ cost is measured in the same run). Implementations:
   ``torch.no_grad()``, all tensors in torch;
 * ``torch-compile``: the same loop around ``torch.compile(model)`` (compile time recorded apart);
 * ``ort`` / ``ort-opt`` / ``ort-int8`` (and GPU backends): difftool's own path, a
-  :class:`~difftool.runtime.denoiser.Denoiser` driven by the real :class:`Pipeline`.
+  :class:`~difftool.runtime.denoiser.Denoiser` driven by the real :class:`Pipeline`;
+* ``generator``: the whole DDIM loop inside one ONNX graph (``export --generator``); it has no per-step
+  forward (``forward`` is None), only the loop, timed round-robin with the others.
 
 Torch is imported lazily (the ORT runners need none).
 """
@@ -35,7 +37,7 @@ class Runner:
     """One implementation at one batch size."""
 
     name: str
-    forward: Callable[[], object]
+    forward: Callable[[], object] | None  # None: no per-step forward (the generator)
     loop: Callable[[], float]  # runs one sampling loop; returns seconds spent inside the network
     flops_per_sample: int | None
     rows: int  # rows per forward
@@ -137,6 +139,20 @@ def denoiser_runner(name: str, denoiser: Denoiser, batch: int, steps: int, flops
         return proxy.seconds
 
     return Runner(name, lambda: denoiser(x, t, ctx), loop, flops_per_sample, batch, note=note)
+
+
+def generator_runner(gen: Any, batch: int, steps: int, sampler: str = "ddim", guidance: float = 1.0) -> Runner:
+    """A one-file generator (a GeneratorPipeline built for ``sampler``-``steps``, eta 0): loop only."""
+    request = SampleRequest(n=batch, context=one_hot_context(gen.card, batch), sampler=sampler, steps=steps,
+                            eta=0.0, guidance=guidance, seed=0)
+
+    def loop() -> float:
+        gen.sample(request)
+        return 0.0  # the network time is not separable: the loop runs inside the graph
+
+    return Runner("generator", None, loop, None, batch,
+                  note=f"generator: the whole {sampler}-{steps} loop in one ONNX graph (Loop around the U-Net), "
+                       "onnxruntime CPU; x python loop = ort loop time / generator time, same run")
 
 
 def loop_samples(runners: list[Runner], repeats: int, max_s: float,

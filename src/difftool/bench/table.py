@@ -39,7 +39,7 @@ def render_table(result: dict[str, Any]) -> Table:
         f"{_num(peak)} GFLOP/s, load avg {load.get('start')} -> {load.get('end')}",
         f"FLOPs per sample {_si(result['flops'].get('per_sample'))} ({result['flops'].get('source')}); "
         "fwd ms = median forward (min/max in --json); ovh = share of the loop spent outside the network; "
-        "RSS = process peak",
+        "RSS = process peak; x loop = Python loop time / generator time (generator rows, same run)",
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]
     lines += list(result.get("notes", ()))  # e.g. the diffusers-pipeline / ORT ratio of a diffusers folder
@@ -47,7 +47,7 @@ def render_table(result: dict[str, Any]) -> Table:
                   pad_edge=False, collapse_padding=True)
     table.add_column("backend", min_width=10)
     for name in ("batch", "fwd ms", "steps/s", "img·st/s", f"{loop} s", "ovh %", "GFLOP/s", "% peak",
-                 "RSS MB"):
+                 "RSS MB", "x loop"):
         table.add_column(name, justify="right")
     for row in result["results"]:
         fwd = row["forward"]
@@ -58,10 +58,10 @@ def render_table(result: dict[str, Any]) -> Table:
             _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
             _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
             _num(row["gflops"]), _num(100 * fraction if fraction is not None else None),
-            _num(row["peak_rss_mb"], ".0f"),
+            _num(row["peak_rss_mb"], ".0f"), _num(row.get("speedup_vs_python_loop"), ".2f"),
         )
     for skip in result["skipped"]:
-        table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 7)
+        table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 8)
     return table
 
 

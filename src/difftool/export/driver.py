@@ -6,14 +6,16 @@ from pathlib import Path
 
 from difftool.errors import DifftoolError
 
-SUFFIX = {"onnx": ".onnx", "tensorrt": ".engine", "triton": ""}
+SUFFIX = {"onnx": ".onnx", "tensorrt": ".engine", "triton": "", "web": ""}
 
 
-def default_out(checkpoint: Path, format: str, precision: str) -> Path:
+def default_out(checkpoint: Path, format: str, precision: str, generator: bool = False) -> Path:
     # a diffusers folder has no suffix to strip: FOLDER -> FOLDER.onnx beside it
     stem = checkpoint if checkpoint.is_dir() else checkpoint.with_suffix("")
-    if format == "triton":
-        return stem.parent / f"{stem.name}-triton"
+    if format in ("triton", "web"):
+        return stem.parent / f"{stem.name}{'-generator' if generator and format == 'triton' else ''}-{format}"
+    if generator:
+        return stem.parent / f"{stem.name}.generator.onnx"
     tag = "" if precision == "fp32" else f".{precision}"
     return stem.parent / f"{stem.name}{tag}{SUFFIX[format]}"
 
@@ -30,7 +32,8 @@ def _calibration_images(paths: list[str]):
 
 def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", precision: str = "fp32",
                optimize: bool = False, image_size: int | None = None, calibration: list[str] = (),
-               console=None) -> dict:
+               generator=None, ort_web: Path | None = None, console=None) -> dict:
+    """Export ``checkpoint``; ``generator`` (GeneratorSettings) selects the one-file generator."""
     from difftool.models.diffusers_io import diffusers_folder
 
     if not Path(checkpoint).is_file() and diffusers_folder(checkpoint) is None:
@@ -45,7 +48,10 @@ def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", prec
         summary = export_diffusers(checkpoint, Path(out))
         _print(console, summary)
         return summary
-    out = Path(out) if out is not None else default_out(Path(checkpoint), format, precision)
+    out = Path(out) if out is not None else default_out(Path(checkpoint), format, precision, generator is not None)
+    if generator is not None or format == "web":
+        return _run_generator(Path(checkpoint), out, format, precision, optimize, image_size, generator,
+                              ort_web, console)
     if format == "onnx":
         from difftool.export.onnx_export import export_onnx
         from difftool.runtime.backends.ort import default_threads
@@ -81,6 +87,36 @@ def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", prec
     path = export_triton(checkpoint, out, image_size=image_size)
     summary = {"path": str(path), "format": "triton"}
     _print(console, summary)
+    return summary
+
+
+def _run_generator(src: Path, out: Path, format: str, precision: str, optimize: bool, image_size: int | None,
+                   settings, ort_web: Path | None, console) -> dict:
+    """--generator (onnx / triton) and --format web."""
+    from difftool.export.generator import GeneratorSettings
+
+    if precision != "fp32" or optimize:
+        raise DifftoolError("a generator is exported in fp32 without --optimize (onnxruntime optimises it at load)")
+    settings = settings or GeneratorSettings()
+    if format == "onnx":
+        from difftool.export.generator import export_generator
+
+        summary = export_generator(src, out, settings, image_size=image_size)
+    elif format == "triton":
+        from difftool.export.triton import export_triton_generator
+
+        summary = export_triton_generator(src, out, settings, image_size=image_size)
+    elif format == "web":
+        from difftool.webexport import export_web
+
+        summary = export_web(src, out, settings, ort_web=ort_web, image_size=image_size)
+    else:
+        raise DifftoolError(f"--generator works with --format onnx, triton or web, not {format}")
+    if console is not None:
+        size = f", {summary['bytes'] / 1e6:.2f} MB" if "bytes" in summary else ""
+        console.print(f"[green]exported[/] {summary['path']} ({summary['format']}, {summary['sampler']}{size})")
+        if summary.get("parity_max_abs_err") is not None:
+            console.print(f"  parity generator vs numpy loop (max abs): {summary['parity_max_abs_err']:.2e}")
     return summary
 
 

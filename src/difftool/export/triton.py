@@ -5,6 +5,11 @@ Layout: ``<out>/<model_name>/config.pbtxt``, ``<out>/<model_name>/1/model.onnx``
 the graph's metadata). Triton owns the batch dimension (``max_batch_size``), so ``dims`` leave it out,
 and the per-sample scalar ``t`` is declared ``dims: [1]`` with ``reshape: { shape: [ ] }`` to reach the
 graph's ``t[batch]``. The model folder is built in a temporary folder and renamed into place.
+
+:func:`export_triton_generator` packages a one-file generator instead (built in its batch-first
+layout: ``guidance [B,1]``, ``noise [B,N,C,H,W]``), so the server runs whole generations and its
+dynamic batcher stacks requests: inputs ``x_T``, ``context``, ``guidance``, ``noise`` (as the sampler
+needs), outputs ``images`` (uint8) and ``sample``.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ def _pbtxt_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _tensor(name: str, dims: list[int], reshape: bool = False) -> str:
-    lines = ["  {", f"    name: \"{name}\"", "    data_type: TYPE_FP32",
+def _tensor(name: str, dims: list[int], reshape: bool = False, data_type: str = "TYPE_FP32") -> str:
+    lines = ["  {", f"    name: \"{name}\"", f"    data_type: {data_type}",
              f"    dims: [ {', '.join(str(d) for d in dims)} ]"]
     if reshape:
         lines.append("    reshape: { shape: [ ] }")
@@ -45,21 +50,56 @@ def config_pbtxt(card: ModelCard, model_name: str, *, max_batch_size: int = 64, 
     inputs = [_tensor("x", image), _tensor("t", [1], reshape=True)]
     if card.conditional:
         inputs.append(_tensor("context", [card.num_classes]))
+    return _config(model_name, inputs, [_tensor("eps", image)], {CARD_KEY: card.to_json()},
+                   max_batch_size=max_batch_size, kind=kind, count=count,
+                   preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us)
+
+
+def _config(model_name: str, inputs: list[str], outputs: list[str], params: dict[str, str], *,
+            max_batch_size: int, kind: str, count: int, preferred_batch_sizes: tuple[int, ...],
+            max_queue_delay_us: int) -> str:
+    """The config.pbtxt text around formatted input/output entries."""
     preferred = [b for b in preferred_batch_sizes if b <= max_batch_size]
     batching = [f"  max_queue_delay_microseconds: {max_queue_delay_us}"]
     if preferred:
         batching.insert(0, f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred)} ]")
+    parameters = [f"parameters {{\n  key: \"{key}\"\n  value: {{ string_value: {_pbtxt_string(value)} }}\n}}"
+                  for key, value in params.items()]
     parts = [
         f"name: {_pbtxt_string(model_name)}",
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {max_batch_size}",
         "input [\n" + ",\n".join(inputs) + "\n]",
-        "output [\n" + _tensor("eps", image) + "\n]",
+        "output [\n" + ",\n".join(outputs) + "\n]",
         "dynamic_batching {\n" + "\n".join(batching) + "\n}",
         f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]",
-        f"parameters {{\n  key: \"{CARD_KEY}\"\n  value: {{ string_value: {_pbtxt_string(card.to_json())} }}\n}}",
+        *parameters,
     ]
     return "\n".join(parts) + "\n"
+
+
+DTYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8"}
+
+
+def generator_config_pbtxt(card: ModelCard, info, model_name: str, *, max_batch_size: int = 64,
+                           kind: str = "KIND_CPU", count: int = 1, preferred_batch_sizes: tuple[int, ...] = (16, 32),
+                           max_queue_delay_us: int = 1000) -> str:
+    """``config.pbtxt`` for a batch-first generator (``info``: its GeneratorInfo): dims leave out B."""
+    from difftool.runtime.generator import GENERATOR_KEY
+
+    if kind not in KINDS:
+        raise DifftoolError(f"unknown instance kind {kind!r}; choose KIND_CPU or KIND_GPU")
+    if info.layout != "batched":
+        raise DifftoolError("Triton batches along the first dimension: build the generator with layout 'batched'")
+
+    def entries(specs: dict) -> list[str]:
+        return [_tensor(name, [d for d in spec["shape"][1:]], data_type=DTYPES[spec["dtype"]])
+                for name, spec in specs.items()]
+
+    return _config(model_name, entries(info.inputs), entries(info.outputs),
+                   {CARD_KEY: card.to_json(), GENERATOR_KEY: info.to_json()}, max_batch_size=max_batch_size,
+                   kind=kind, count=count, preferred_batch_sizes=preferred_batch_sizes,
+                   max_queue_delay_us=max_queue_delay_us)
 
 
 def export_triton(src, out_dir: str | Path, *, model_name: str | None = None, max_batch_size: int = 64,
@@ -87,6 +127,39 @@ def export_triton(src, out_dir: str | Path, *, model_name: str | None = None, ma
         (staged / "difftool.json").write_text(json.dumps({"card": card.to_dict()}, indent=2, sort_keys=True))
         _swap_in(staged, final, Path(tmp))
     return final
+
+
+def export_triton_generator(src, out_dir: str | Path, settings=None, *, model_name: str | None = None,
+                            image_size: int | None = None, max_batch_size: int = 64, kind: str = "KIND_CPU",
+                            count: int = 1, preferred_batch_sizes: tuple[int, ...] = (16, 32),
+                            max_queue_delay_us: int = 1000) -> dict:
+    """A Triton model folder whose model is a generator for ``src`` (U-Net ``.onnx`` or checkpoint);
+    returns the export summary with ``path`` = ``<out_dir>/<model_name>``."""
+    from difftool.export.generator import GeneratorSettings, export_generator
+    from difftool.runtime.artifact import onnx_card
+    from difftool.runtime.generator import generator_info
+
+    out_dir = Path(out_dir)
+    stem = Path(str(src)).name.split(".")[0]
+    name = model_name or re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}_generator")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise DifftoolError(f"invalid Triton model name {name!r} (letters, digits, _ . - only)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.tmp-") as tmp:
+        staged = Path(tmp) / name
+        (staged / "1").mkdir(parents=True)
+        graph = staged / "1" / "model.onnx"
+        summary = export_generator(src, graph, settings or GeneratorSettings(), layout="batched",
+                                   image_size=image_size)
+        card, info = onnx_card(graph), generator_info(graph)
+        (staged / "config.pbtxt").write_text(generator_config_pbtxt(
+            card, info, name, max_batch_size=max_batch_size, kind=kind, count=count,
+            preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us))
+        (staged / "difftool.json").write_text(json.dumps({"card": card.to_dict(), "generator": json.loads(
+            info.to_json())}, indent=2, sort_keys=True))
+        _swap_in(staged, final, Path(tmp))
+    return {**summary, "path": str(final), "format": "triton generator"}
 
 
 def _place_graph(src, graph: Path, export_opts: dict) -> ModelCard:

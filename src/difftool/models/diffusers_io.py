@@ -44,10 +44,13 @@ UNET_DEFAULTS: dict[str, Any] = {
 EMA_KEYS = ("decay", "inv_gamma", "min_decay", "optimization_step", "power", "update_after_step",
             "use_ema_warmup", "foreach")
 
-SCHEDULERS = {  # class -> difftool sampler it corresponds to (None: keep difftool's default, DDIM-25)
-    "DDPMScheduler": None, "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpmpp_2m",
-    "PNDMScheduler": None,
-}
+def _schedulers() -> dict[str, str | None]:
+    """Scheduler class -> the difftool sampler it corresponds to (the registry's ``diffusers_scheduler``;
+    None: keep difftool's default, DDIM-25: DDPMScheduler folders are sampled with DDPM only on request)."""
+    from difftool.runtime.samplers import SAMPLERS
+
+    found = {spec.diffusers_scheduler: spec.name for spec in SAMPLERS.values() if spec.diffusers_scheduler}
+    return {**found, "DDPMScheduler": None, "PNDMScheduler": None}
 CLIPPING_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")  # the ones with clip_sample (default true)
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -195,8 +198,9 @@ def scheduler_info(raw: dict[str, Any], shown: str = "scheduler config") -> Sche
     """Turn a diffusers scheduler config into a schedule, prediction type, clip and sampling defaults
     (missing keys take diffusers' defaults); DifftoolError naming any unsupported setting."""
     cls = raw.get("_class_name", "DDPMScheduler")
-    if cls not in SCHEDULERS:
-        raise DifftoolError(f"{shown}: scheduler {cls} is not supported ({', '.join(SCHEDULERS)})")
+    schedulers = _schedulers()
+    if cls not in schedulers:
+        raise DifftoolError(f"{shown}: scheduler {cls} is not supported ({', '.join(schedulers)})")
     get = raw.get
     kind = BETA_SCHEDULES.get(get("beta_schedule", "linear"))
     if kind is None:
@@ -225,8 +229,8 @@ def scheduler_info(raw: dict[str, Any], shown: str = "scheduler config") -> Sche
     if num < 2:
         raise DifftoolError(f"{shown}: num_train_timesteps must be at least 2, got {num}")
     sampling: dict[str, Any] = {"spacing": spacing, "variance": VARIANCES[variance]}
-    if SCHEDULERS[cls]:
-        sampling["sampler"] = SCHEDULERS[cls]
+    if schedulers[cls]:
+        sampling["sampler"] = schedulers[cls]
     return SchedulerInfo(schedule, prediction, clip, sampling, raw)
 
 

@@ -55,5 +55,5 @@ SPEC = SamplerSpec(
     options=(Option("variance", str, "posterior", "beta (sigma^2 = beta, the course) | posterior",
                     choices=VARIANCES),),
     default_spacing="leading", all_steps=True, eval_steps=(),
-    summary="ancestral DDPM (Ho et al. 2020), respaceable", references=("arXiv:2006.11239",),
+    summary="ancestral DDPM (Ho et al. 2020), respaceable", diffusers_scheduler="DDPMScheduler", references=("arXiv:2006.11239",),
 )

@@ -52,5 +52,6 @@ SPEC = SamplerSpec(
     name="dpmpp_2m", label="DPM-Solver++(2M)", short="DPM++", coefficients=dpmpp_2m_table,
     aliases=("dpm++", "dpmpp", "dpm++2m", "dpm++_2m", "dpmpp-2m"),
     default_spacing="trailing", eval_steps=(8, 10, 12),
-    summary="DPM-Solver++(2M) (Lu et al. 2022), deterministic multistep", references=("arXiv:2211.01095",),
+    summary="DPM-Solver++(2M) (Lu et al. 2022), deterministic multistep",
+    diffusers_scheduler="DPMSolverMultistepScheduler", references=("arXiv:2211.01095",),
 )

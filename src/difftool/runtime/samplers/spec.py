@@ -68,6 +68,7 @@ class SamplerSpec:
     all_steps: bool = False  # default step count: every timestep of the schedule (ancestral DDPM)
     eval_steps: tuple[int, ...] = ()  # step counts `difftool eval` measures besides the model's default
     summary: str = ""
+    diffusers_scheduler: str = ""  # the diffusers scheduler class this sampler matches (import / bench)
     references: tuple[str, ...] = field(default=())
 
     # -- options ---------------------------------------------------------------------------------

@@ -102,5 +102,6 @@ def _corrector(steps: list[PlanStep], lams: list[float], i: int, order: int) -> 
 SPEC = SamplerSpec(
     name="unipc", label="UniPC-bh2", short="UniPC", coefficients=unipc_table,
     aliases=("unipc_bh2", "uni-pc"), default_spacing="trailing", eval_steps=(8, 10, 12),
-    summary="UniPC (Zhao et al. 2023), bh2 predictor-corrector, order 2", references=("arXiv:2302.04867",),
+    summary="UniPC (Zhao et al. 2023), bh2 predictor-corrector, order 2",
+    diffusers_scheduler="UniPCMultistepScheduler", references=("arXiv:2302.04867",),
 )
