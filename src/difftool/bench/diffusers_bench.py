@@ -23,7 +23,6 @@ from difftool.errors import DifftoolError
 from difftool.models.diffusers_io import require_folder
 
 
-
 def run_folder_bench(folder: Path, *, sampler: str = "ddim", steps: int = 25, batches: tuple[int, ...] = (1, 16),
                      backends: tuple[str, ...] = ("ort",), threads: int | None = None, repeats: int = 5,
                      guidance: float = 1.0, console=None) -> dict[str, Any]:
