@@ -137,3 +137,11 @@ def test_class_balanced_run_resumes_exactly_and_is_recorded(tmp_path):
     train(replace(cfg, out=str(part), stop_after=6))
     assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
     assert _digest(full) != _digest(train(replace(BASE, out=str(tmp_path / "uniform"))))
+
+
+def test_flip_defaults_follow_the_dataset():
+    from difftool.train.loop import flips
+
+    assert not flips(TrainConfig(dataset="digits")) and not flips(TrainConfig(dataset="mnist"))
+    assert flips(TrainConfig(dataset="sprites")) and flips(TrainConfig(dataset="images"))
+    assert flips(TrainConfig(dataset="digits", hflip=True)) and not flips(TrainConfig(dataset="sprites", hflip=False))

@@ -53,7 +53,8 @@ def train(
     timesteps: Annotated[int, typer.Option(min=2)] = 1000,
     ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
     cond_drop: Annotated[float, typer.Option(min=0.0, max=1.0, help="context dropout (for guidance)")] = 0.1,
-    hflip: Annotated[bool, typer.Option(help="random horizontal flips")] = True,
+    hflip: Annotated[bool | None, typer.Option(help="random horizontal flips (default: per dataset: on for sprites "
+                                                    "and images, off for digits and mnist)")] = None,
     class_balance: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="draw tiles with weight count(class)^-x: 0 as in the data, 1 every class equally")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,

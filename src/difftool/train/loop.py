@@ -57,7 +57,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     ema_decay: float = 0.999
     cond_drop: float = 0.1
-    hflip: bool = True
+    hflip: bool | None = None  # None: the dataset's default (HFLIP_DEFAULT: a mirrored 2 is not a 2)
     class_balance: float = 0.0  # draw tiles with weight count(class)**-class_balance: 0 uniform, 1 balanced
     seed: int = 0
     device: str = "auto"
@@ -273,10 +273,18 @@ def _epoch_order(n: int, seed: int, epoch: int, dist: _Dist, weights: torch.Tens
     return order[dist.rank::dist.world]
 
 
+HFLIP_DEFAULT = {"sprites": True, "images": True, "digits": False, "mnist": False}
+
+
+def flips(cfg: TrainConfig) -> bool:
+    """Whether training flips images horizontally: the flag, else the dataset's default."""
+    return cfg.hflip if cfg.hflip is not None else HFLIP_DEFAULT.get(cfg.dataset, True)
+
+
 def _batch(x0, labels, card: ModelCard, cfg: TrainConfig, gen, device):
     """Flip augmentation and the context vector with dropout (zeros = unconditional)."""
     b = x0.shape[0]
-    if cfg.hflip:
+    if flips(cfg):
         flip = (torch.rand(b, generator=gen) < 0.5).to(device)
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
     if card.num_classes == 0:
