@@ -229,6 +229,8 @@ def eval_(
     quick: Annotated[bool, typer.Option(help="3 fast configurations, 16 per class")] = False,
     ddpm: Annotated[bool, typer.Option(help="include full-step DDPM (slow: every timestep)")] = True,
     seed: _Seed = 0, backend: _Backend = "auto", threads: _Threads = None, json_out: _Json = False,
+    palette: Annotated[str, typer.Option(help="what the palette rows (in-loop, snap) project onto: auto (the "
+                                              "model's learned palette) | FILE | none (no palette rows)")] = "auto",
 ):
     """Judge class-conditioned samples: accuracy per class, FID, diversity, duplicates (table + JSON)."""
     from difftool.eval.report import (
@@ -254,7 +256,7 @@ def eval_(
                   transient=True) as bar:
         task = bar.add_task("eval", total=1.0)
         report = evaluate(pipe, data=[str(p) for p in data] if data else None, configs=configs,
-                          per_class=per_class, seed=seed,
+                          per_class=per_class, seed=seed, palette=palette,
                           progress=lambda p: bar.update(task, completed=p.fraction, description=p.label))
     if json_out:
         print(report.to_json())

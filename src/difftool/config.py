@@ -161,6 +161,9 @@ class ModelCard:
     # Recommended sampling defaults of this model (any of sampler, steps, eta, guidance); the CLI, TUI,
     # demo and eval use them wherever the user does not choose. Empty: the generic defaults below.
     sampling: dict[str, Any] = field(default_factory=dict)
+    # The colours of the training data ("#rrggbb", most frequent first; empty for cards written before palettes
+    # were learned): what `--palette auto` projects samples onto.
+    palette: tuple[str, ...] = ()
     version: int = CARD_VERSION
 
     # -- derived -------------------------------------------------------------------------------
@@ -193,11 +196,12 @@ class ModelCard:
         return self.conditional
 
     def recommended(self, key: str) -> Any:
-        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance), else
+        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance, palette:
+        "auto"/"none", palette_last: the share of final steps projected onto it), else
         its origin's default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the
         generic default: DDIM, 25 steps, eta 0, guidance 2 for class-conditional models (1 otherwise)."""
         generic = {"sampler": "ddim", "steps": 25, "eta": 0.0, "variance": "posterior",
-                   "guidance": 2.0 if self.supports_guidance else 1.0}
+                   "guidance": 2.0 if self.supports_guidance else 1.0, "palette": "none", "palette_last": 0.3}
         if key not in generic:
             raise KeyError(key)
         origin = ORIGIN_SAMPLING.get(self.source, {})

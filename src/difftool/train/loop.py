@@ -124,7 +124,17 @@ def build_card(cfg: TrainConfig, ds) -> ModelCard:
     model_cfg = preset(name, channels=channels, size=size, num_classes=len(ds.class_names))
     schedule = ScheduleConfig(kind=cfg.schedule, num_timesteps=cfg.timesteps)
     return ModelCard(model=model_cfg, schedule=schedule, class_names=tuple(ds.class_names),
-                     source="difftool", credit=ds.credit, license=ds.license)
+                     source="difftool", credit=ds.credit, license=ds.license, palette=data_palette(cfg, ds))
+
+
+def data_palette(cfg: TrainConfig, ds) -> tuple[str, ...]:
+    """The training data's colours for the card (``--palette auto``): sprite datasets only (pixel art with a
+    small palette; photos and digits have none worth keeping)."""
+    if cfg.dataset != "sprites" or ds.images.shape[1] != 3:
+        return ()
+    from difftool.runtime.palette import learn_palette
+
+    return learn_palette(ds.images, max_colors=64).hex()
 
 
 def train(cfg: TrainConfig, console=None) -> Path:
