@@ -57,6 +57,8 @@ def train(
     sample_every: Annotated[int, typer.Option(min=0)] = 1000,
     save_every: Annotated[int, typer.Option(min=1)] = 500,
     resume: Annotated[bool, typer.Option(help="continue from OUT/train_state.pt if present")] = True,
+    loss_weight: Annotated[str, typer.Option(help="none | min_snr (eps loss weighted min(SNR, gamma) / SNR)")] = "none",
+    snr_gamma: Annotated[float, typer.Option(min=0.0, help="gamma of --loss-weight min_snr")] = 5.0,
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import TrainConfig
@@ -64,12 +66,14 @@ def train(
 
     if schedule not in ("cosine", "linear"):
         raise typer.BadParameter("must be 'cosine' or 'linear'", param_hint="--schedule")
+    if loss_weight not in ("none", "min_snr"):
+        raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
                       batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
-                      save_every=save_every, resume=resume)
+                      save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma)
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 

@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = 50
     resume: bool = True
     dataset_options: dict = field(default_factory=dict)
+    loss_weight: str = "none"  # none | min_snr (Hang et al. 2023: eps loss weighted min(SNR, gamma) / SNR)
+    snr_gamma: float = 5.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,6 +77,17 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DifftoolError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     return torch.device(name)
+
+
+def loss_weights(alpha_bar: torch.Tensor, kind: str, gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample weights of the eps-prediction loss: ``min_snr``: min(SNR, gamma) / SNR (SNR = ab / (1 - ab)),
+    which down-weights the low-noise steps whose eps loss dominates training; ``none``: ones."""
+    if kind == "none":
+        return torch.ones_like(alpha_bar)
+    if kind != "min_snr":
+        raise DifftoolError(f"unknown --loss-weight {kind!r}; use none or min_snr")
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return torch.clamp(snr, max=gamma) / snr
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -205,7 +218,12 @@ def train(cfg: TrainConfig, console=None) -> Path:
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = F.mse_loss(ddp_model(x_t, t_in, ctx).float(), noise)
+                pred = ddp_model(x_t, t_in, ctx).float()
+            if cfg.loss_weight == "none":
+                loss = F.mse_loss(pred, noise)
+            else:
+                per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
+                loss = (per * loss_weights(ab[t], cfg.loss_weight, cfg.snr_gamma)).mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -301,7 +319,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start)
     training = {"step": step, "total_steps": total, "images_seen": seen, "dataset": cfg.dataset,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
-                "class_balance": cfg.class_balance,
+                "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
