@@ -225,6 +225,16 @@ def test_eval_rows_compare_raw_in_loop_and_snapped(monkeypatch):
     assert "on-pal" in text and "in-loop" in text and "snap" in text
 
 
+def test_the_bundled_card_carries_the_training_palette():
+    from difftool.runtime.artifact import read_card
+
+    assets = REPO_ROOT / "src" / "difftool" / "assets"
+    for name in ("sprites.onnx", "sprites.safetensors"):
+        card = read_card(assets / name)
+        assert len(card.palette) == 39 and card.palette[:2] == ("#000000", "#140c1c")  # DawnLike + Kenney colours
+        assert len(resolve_palette("auto", card)) == 39
+
+
 # -- the command line ---------------------------------------------------------------------------------------
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}

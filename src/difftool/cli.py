@@ -107,8 +107,11 @@ def info(
     table.add_row("prediction", card.prediction)
     table.add_row("model config", ", ".join(f"{k}={v}" for k, v in card.model.__dict__.items()))
     table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in ("sampler", "steps", "eta", "variance",
-                                                                              "guidance"))
+                                                                              "guidance", "palette"))
                   + ("" if card.sampling else " (generic defaults)"))
+    if card.palette:
+        table.add_row("palette", f"{len(card.palette)} colours learned from the training data: "
+                      + " ".join(card.palette))
     if card.training:
         table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
     if card.credit:

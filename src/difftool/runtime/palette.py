@@ -39,6 +39,7 @@ class Palette:
     colors: np.ndarray
     name: str = ""
     last: float = DEFAULT_LAST
+    ramp: bool = False  # move x0 part of the way in the earlier projected steps (PaletteProjection)
 
     def __post_init__(self):
         colors = np.asarray(self.colors)
@@ -71,7 +72,7 @@ class Palette:
         return "auto" if self.name == "auto" else ",".join(self.hex())
 
     def hook(self, value_range: tuple[float, float] = (-1.0, 1.0)) -> PaletteProjection:
-        return PaletteProjection(self.signed(value_range), self.last)
+        return PaletteProjection(self.signed(value_range), self.last, self.ramp)
 
 
 def _hex_rgb(text: str) -> tuple[int, int, int]:
@@ -109,19 +110,27 @@ def project(x: np.ndarray, colors: np.ndarray, out: np.ndarray | None = None) ->
 class PaletteProjection:
     """x0 hook (:data:`~difftool.runtime.samplers.engine.X0Hook`): in the last ``ceil(last * total)`` steps
     the x0 estimate is replaced by its nearest palette colours, so the remaining steps re-noise and denoise
-    around palette colours and the final step (whose output is x0) lands on the palette exactly."""
+    around palette colours and the final step (whose output is x0) lands on the palette exactly. With
+    ``ramp`` the estimate moves only part of the way, ``j / k`` in the ``j``-th of the ``k`` projected steps
+    (all the way in the last one)."""
 
-    def __init__(self, colors: np.ndarray, last: float = DEFAULT_LAST):
+    def __init__(self, colors: np.ndarray, last: float = DEFAULT_LAST, ramp: bool = False):
         self.colors = np.asarray(colors, dtype=np.float32)  # (P, 3) in the model's value range
-        self.last = float(last)
+        self.last, self.ramp = float(last), bool(ramp)
 
     def first_step(self, total: int) -> int:
         """Index of the first projected step of a ``total``-step run (``total``: none)."""
         return total - min(total, math.ceil(self.last * total - 1e-9))
 
     def __call__(self, index: int, total: int, x0: np.ndarray) -> None:
-        if index >= self.first_step(total):
+        first = self.first_step(total)
+        if index < first:
+            return
+        weight = (index - first + 1) / (total - first) if self.ramp else 1.0
+        if weight >= 1.0:
             project(x0, self.colors, out=x0)
+        else:
+            x0 += np.float32(weight) * (project(x0, self.colors) - x0)
 
 
 def sampling_hook(palette: Palette | None, value_range: tuple[float, float]) -> PaletteProjection | None:
