@@ -122,8 +122,15 @@ def test_hook_projects_only_the_last_share_of_steps():
     x0 = np.zeros((1, 3, 2, 2), np.float32)
     hook(6, 10, x0)
     assert (x0 == 0).all()
-    hook(7, 10, x0)
-    assert not (x0 == 0).all()
+    hook(7, 10, x0)  # the first of 3 projected steps: a third of the way to the nearest colour
+    nearest = project(np.zeros((1, 3, 2, 2), np.float32), Palette(DB4).signed())
+    np.testing.assert_allclose(x0, nearest / 3, atol=1e-6)
+    hook(9, 10, x0)  # the last: all the way
+    np.testing.assert_array_equal(x0, nearest)
+    hard = PaletteProjection(Palette(DB4).signed(), last=0.3, ramp=False)
+    x0 = np.zeros((1, 3, 2, 2), np.float32)
+    hard(7, 10, x0)
+    np.testing.assert_array_equal(x0, nearest)
 
 
 class _Blurry:

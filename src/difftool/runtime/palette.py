@@ -39,7 +39,7 @@ class Palette:
     colors: np.ndarray
     name: str = ""
     last: float = DEFAULT_LAST
-    ramp: bool = False  # move x0 part of the way in the earlier projected steps (PaletteProjection)
+    ramp: bool = True  # move x0 part of the way in the earlier projected steps (PaletteProjection)
 
     def __post_init__(self):
         colors = np.asarray(self.colors)
@@ -114,7 +114,7 @@ class PaletteProjection:
     ``ramp`` the estimate moves only part of the way, ``j / k`` in the ``j``-th of the ``k`` projected steps
     (all the way in the last one)."""
 
-    def __init__(self, colors: np.ndarray, last: float = DEFAULT_LAST, ramp: bool = False):
+    def __init__(self, colors: np.ndarray, last: float = DEFAULT_LAST, ramp: bool = True):
         self.colors = np.asarray(colors, dtype=np.float32)  # (P, 3) in the model's value range
         self.last, self.ramp = float(last), bool(ramp)
 
