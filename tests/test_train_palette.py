@@ -38,3 +38,17 @@ def test_sprite_cards_carry_the_data_palette():
     ds = load_dataset("sprites", shared_path("dawnlike"))
     card = build_card(dataclasses.replace(TrainConfig(), model="sprite"), ds)
     assert len(card.palette) == 17 and card.palette[0] == "#000000" and "#dfefd7" in card.palette
+
+
+def test_init_fine_tunes_from_a_checkpoint(tmp_path):
+    from difftool.models.checkpoint import load
+    from difftool.train.loop import weights_digest
+
+    base = TrainConfig(dataset="digits", model="tiny", max_steps=2, batch_size=8, warmup_steps=1, sample_every=0,
+                       save_every=2, threads=1, device="cpu", out=str(tmp_path / "a"))
+    first = train(base)
+    zero = dataclasses.replace(base, out=str(tmp_path / "b"), init=str(first), max_steps=1, lr=0.0)
+    # lr 0 and EMA decay 0 during warm-up: the fine-tuned weights are exactly the initial ones
+    assert weights_digest(load(train(zero)).module) == weights_digest(load(first).module)
+    other = dataclasses.replace(base, out=str(tmp_path / "c"), model="", dataset="digits", init=str(first))
+    assert load(train(other)).card.training["init"] == str(first)

@@ -59,6 +59,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from OUT/train_state.pt if present")] = True,
     loss_weight: Annotated[str, typer.Option(help="none | min_snr (eps loss weighted min(SNR, gamma) / SNR)")] = "none",
     snr_gamma: Annotated[float, typer.Option(min=0.0, help="gamma of --loss-weight min_snr")] = 5.0,
+    init: Annotated[Path | None, typer.Option(help="fine-tune: start from this .safetensors (same --model) "
+                                                    "unless OUT/train_state.pt exists")] = None,
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import TrainConfig
@@ -73,7 +75,8 @@ def train(
                       batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
-                      save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma)
+                      save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
+                      init=str(init) if init else "")
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 

@@ -67,6 +67,7 @@ class TrainConfig:
     log_every: int = 50
     resume: bool = True
     dataset_options: dict = field(default_factory=dict)
+    init: str = ""  # start from these weights (a difftool .safetensors of the same model) when not resuming
     loss_weight: str = "none"  # none | min_snr (Hang et al. 2023: eps loss weighted min(SNR, gamma) / SNR)
     snr_gamma: float = 5.0
 
@@ -181,6 +182,10 @@ def train(cfg: TrainConfig, console=None) -> Path:
         step = _load_state(state_path, model, ema, opt, card)
         if dist.main:
             _say(console, f"resuming {state_path} at step {step}/{total}")
+    elif cfg.init:
+        _init_weights(Path(cfg.init), model, ema, card)
+        if dist.main:
+            _say(console, f"starting from the weights of {cfg.init} (fresh optimizer, step 0)")
     ddp_model = model
     if dist.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -319,7 +324,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start)
     training = {"step": step, "total_steps": total, "images_seen": seen, "dataset": cfg.dataset,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
-                "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight,
+                "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight, "init": cfg.init,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
@@ -341,6 +346,18 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard) -> int:
     ema.load_state_dict(state["ema"])
     opt.load_state_dict(state["opt"])
     return int(state["step"])
+
+
+def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
+    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required."""
+    from difftool.models.checkpoint import load
+
+    loaded = load(path)
+    if loaded.card.model != card.model:
+        raise DifftoolError(f"--init {path} holds another model ({loaded.card.model.arch}); use the same --model")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
 
 
 def _log(out: Path, step, epoch, losses, rate, opt):
