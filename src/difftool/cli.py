@@ -63,6 +63,10 @@ def train(
     sample_every: Annotated[int, typer.Option(min=0)] = 1000,
     save_every: Annotated[int, typer.Option(min=1)] = 500,
     resume: Annotated[bool, typer.Option(help="continue from OUT/train_state.pt if present")] = True,
+    loss_weight: Annotated[str, typer.Option(help="none | min_snr (eps loss weighted min(SNR, gamma) / SNR)")] = "none",
+    snr_gamma: Annotated[float, typer.Option(min=0.0, help="gamma of --loss-weight min_snr")] = 5.0,
+    init: Annotated[Path | None, typer.Option(help="fine-tune: start from this .safetensors (same --model) "
+                                                    "unless OUT/train_state.pt exists")] = None,
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import TrainConfig
@@ -72,13 +76,16 @@ def train(
         raise typer.BadParameter("must be 'cosine' or 'linear'", param_hint="--schedule")
     if unet_config is not None and model != "diffusers":
         raise typer.BadParameter("needs --model diffusers", param_hint="--unet-config")
+    if loss_weight not in ("none", "min_snr"):
+        raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
                       batch_size=batch_size, lr=lr, ema_decay=ema_decay, cond_drop=cond_drop, hflip=hflip,
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
-                      save_every=save_every, resume=resume)
+                      save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
+                      init=str(init) if init else "")
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 
@@ -119,12 +126,18 @@ def info(
         keys = ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "num_class_embeds")
         shown = {**{k: card.model.unet.get(k) for k in keys}, "null_class": card.model.null_class}
     table.add_row("model config", ", ".join(f"{k}={v}" for k, v in shown.items()))
-    keys = ("sampler", "steps", "eta", "variance", "guidance", *(k for k in ("spacing",) if k in card.sampling))
+    keys = ("sampler", "steps", "eta", "variance", "guidance", "palette",
+            *(k for k in ("spacing",) if k in card.sampling))
     table.add_row("sampling", ", ".join(f"{k}={card.recommended(k)}" for k in keys)
                   + ("" if card.sampling else " (generic defaults)"))
     training = {k: v for k, v in card.training.items() if k != "diffusers"}
     if training:
         table.add_row("training", ", ".join(f"{k}={v}" for k, v in training.items()))
+    if card.palette:
+        table.add_row("palette", f"{len(card.palette)} colours learned from the training data: "
+                      + " ".join(card.palette))
+    if card.training:
+        table.add_row("training", ", ".join(f"{k}={v}" for k, v in card.training.items()))
     if card.credit:
         table.add_row("credit", card.credit)
     if card.license:
@@ -346,6 +359,8 @@ def eval_(
     quick: Annotated[bool, typer.Option(help="3 fast configurations, 16 per class")] = False,
     ddpm: Annotated[bool, typer.Option(help="include full-step DDPM (slow: every timestep)")] = True,
     seed: _Seed = 0, backend: _Backend = "auto", threads: _Threads = None, json_out: _Json = False,
+    palette: Annotated[str, typer.Option(help="what the palette rows (in-loop, snap) project onto: auto (the "
+                                              "model's learned palette) | FILE | none (no palette rows)")] = "auto",
 ):
     """Judge class-conditioned samples: accuracy per class, FID, diversity, duplicates (table + JSON)."""
     from difftool.eval.report import (
@@ -371,7 +386,7 @@ def eval_(
                   transient=True) as bar:
         task = bar.add_task("eval", total=1.0)
         report = evaluate(pipe, data=[str(p) for p in data] if data else None, configs=configs,
-                          per_class=per_class, seed=seed,
+                          per_class=per_class, seed=seed, palette=palette,
                           progress=lambda p: bar.update(task, completed=p.fraction, description=p.label))
     if json_out:
         print(report.to_json())

@@ -90,3 +90,6 @@ Scale = Annotated[int, typer.Option(min=1, max=32, help="pixel upscaling of the 
 Backend = Annotated[str, typer.Option(help=kinds.backend_help())]
 Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for the backend")]
 Json = Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")]
+PaletteOpt = Annotated[str | None, typer.Option(
+    "--palette", help="auto (the palette the model learned from its training data) | FILE (.gpl, hex list or PNG) | "
+                      "none (raw output); projected onto in the last steps (default: the model's)")]

@@ -10,6 +10,7 @@ import typer
 
 from difftool import cli_options as opt
 from difftool.errors import DifftoolError
+from difftool.runtime.palette import palette_spec, resolve_palette
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class GenerateArgs:
     scale: int = 4
     json_out: bool = False
     from_png: Path | None = None
+    palette: str | None = None
 
     def check(self) -> GenerateArgs:
         """Usage errors (exit 2) for flags that can be judged without the model."""
@@ -61,11 +63,13 @@ def run_generate(args: GenerateArgs) -> None:
                                         sampler=args.sampler, steps=args.steps, eta=args.eta,
                                         guidance=args.guidance, seed=args.seed, spacing=args.spacing,
                                         variance=args.variance)
+    request = replace(request, palette=resolve_palette(args.palette, pipe.card))
     nrow = nrow or min(request.n, 8)
     with step_progress(console, request.steps) as advance:
         result = gen_mod.run(pipe, request, nrow=nrow, frames=args.gif_frames if args.gif else None, progress=advance)
     record = GenerationRecord.from_request(request, card=pipe.card, model=args.path or opt.bundled_model(),
-                                           nrow=nrow, scale=scale, gap=gap)
+                                           nrow=nrow, scale=scale, gap=gap,
+                                           palette=palette_spec(request.palette))
     written = gen_mod.write_outputs(result, nrow=nrow, png=args.out, gif=args.gif, scale=scale,
                                     text=record.png_text(), gap=gap)
     _report(console, args, pipe, request, result, written)
@@ -78,6 +82,8 @@ def _request(args: GenerateArgs):
     from difftool.runtime.record import read_png
 
     record = read_png(args.from_png)
+    if args.palette is None:
+        args = replace(args, palette=record.palette or "none")
     if args.path is None and record.model and record.model != opt.bundled_model().name:
         beside = args.from_png.parent / record.model
         if not beside.is_file():
@@ -139,10 +145,12 @@ def generate(
     threads: opt.Threads = None, json_out: opt.Json = False,
     from_png: Annotated[Path | None, typer.Option("--from-png", help="regenerate the PNG difftool saved here "
                                                   "(its recorded settings; the model argument wins)")] = None,
+    palette: opt.PaletteOpt = None,
 ):
     """Generate a PNG grid (and optional GIF) from an exported artifact or a checkpoint."""
     run_generate(GenerateArgs(artifact, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, variance,
-                              guidance, seed, spacing, out, gif, gif_frames, scale, json_out, from_png).check())
+                              guidance, seed, spacing, out, gif, gif_frames, scale, json_out, from_png,
+                              palette).check())
 
 
 def sample(
@@ -152,12 +160,13 @@ def sample(
     guidance: opt.Guidance = None, seed: opt.Seed = 0, spacing: opt.Spacing = None,
     out: opt.Out = Path("samples.png"), gif: opt.Gif = None, gif_frames: opt.GifFrames = "x0",
     scale: opt.Scale = 4, device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    threads: opt.Threads = None, json_out: opt.Json = False,
+    threads: opt.Threads = None, json_out: opt.Json = False, palette: opt.PaletteOpt = None,
 ):
     """Sample from a checkpoint with the PyTorch backend (PNG grid, optional GIF)."""
     opt.check_choice(device, ("cpu", "cuda"), "--device")
     run_generate(GenerateArgs(checkpoint, f"torch-{device}", threads, class_name, mix, n, nrow, sampler, steps, eta,
-                              variance, guidance, seed, spacing, out, gif, gif_frames, scale, json_out).check())
+                              variance, guidance, seed, spacing, out, gif, gif_frames, scale, json_out,
+                              palette=palette).check())
 
 
 def demo(
@@ -166,6 +175,7 @@ def demo(
     guidance: opt.Guidance = None, seed: opt.Seed = 0, out: opt.Out = Path("demo.png"), scale: opt.Scale = 4,
     threads: opt.Threads = None,
     mix: Annotated[str, typer.Option(help="context of the extra mixed row")] = "hero=0.5,creature=0.5",
+    palette: opt.PaletteOpt = None,
 ):
     """Generate one row of sprites per class plus a mixed-context row with the bundled model (no torch)."""
     import numpy as np
@@ -182,11 +192,12 @@ def demo(
     ctx = np.concatenate([ctx, pipe.context_from_spec(mix, per_class)])
     request = gen_mod.request_for(pipe, ctx, conditioned=True, sampler=sampler, steps=steps, eta=eta,
                                   guidance=guidance, seed=seed, variance=variance)
+    request = replace(request, palette=resolve_palette(palette, pipe.card))
     with step_progress(console, request.steps) as advance:
         result = gen_mod.run(pipe, request, nrow=per_class, progress=advance)
     _print_rows(pipe.card, result.images, per_class, [*pipe.card.class_names, f"mix {mix}"])
     record = GenerationRecord.from_request(request, card=pipe.card, model=opt.bundled_model(), nrow=per_class,
-                                           scale=scale)
+                                           scale=scale, palette=palette_spec(request.palette))
     gen_mod.write_outputs(result, nrow=per_class, png=out, gif=None, scale=scale, text=record.png_text())
     _demo_footer(console, pipe, request, result, out, len(ctx))
 

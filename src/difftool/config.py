@@ -213,6 +213,9 @@ class ModelCard:
     # Recommended sampling defaults of this model (any of sampler, steps, eta, guidance); the CLI, TUI,
     # demo and eval use them wherever the user does not choose. Empty: the generic defaults below.
     sampling: dict[str, Any] = field(default_factory=dict)
+    # The colours of the training data ("#rrggbb", most frequent first; empty for cards written before palettes
+    # were learned): what `--palette auto` projects samples onto.
+    palette: tuple[str, ...] = ()
     version: int = CARD_VERSION
 
     # -- derived -------------------------------------------------------------------------------
@@ -256,12 +259,13 @@ class ModelCard:
         return ""
 
     def recommended(self, key: str) -> Any:
-        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance, spacing),
-        else its origin's default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the
-        generic default: DDIM, 25 steps, eta 0, guidance 2 for guidable models (1 otherwise), the sampler's own
-        spacing (None)."""
+        """The model's recommended sampling setting ``key`` (sampler, steps, eta, variance, guidance, spacing,
+        palette: "auto"/"none", palette_last: the share of final steps projected onto it), else its origin's
+        default (:data:`ORIGIN_SAMPLING`: a course model samples as the course does), else the generic default:
+        DDIM, 25 steps, eta 0, guidance 2 for guidable models (1 otherwise), the sampler's own spacing (None)."""
         generic = {"sampler": "ddim", "steps": 25, "eta": 0.0, "variance": "posterior",
-                   "guidance": 2.0 if self.supports_guidance else 1.0, "spacing": None}
+                   "guidance": 2.0 if self.supports_guidance else 1.0, "spacing": None, "palette": "none",
+                   "palette_last": 0.3}
         if key not in generic:
             raise KeyError(key)
         origin = ORIGIN_SAMPLING.get(self.source, {})

@@ -122,3 +122,18 @@ def _real_stats(judge: Judge, real_images: Any, real_labels: Any, data: Any, jud
     return real, real_info, real_mu, real_sigma, fid_floor, diversity_real
 
 
+def _model_info(pipeline: Any) -> dict[str, Any]:
+    card = pipeline.card
+    info: dict[str, Any] = {
+        "arch": getattr(card.model, "arch", ""),
+        "image_size": card.image_size,
+        "channels": card.channels,
+        "num_classes": card.num_classes,
+        "class_names": list(card.class_names),
+        "schedule": {"kind": card.schedule.kind, "num_timesteps": card.schedule.num_timesteps},
+        "source": getattr(card, "source", ""),
+    }
+    backend = getattr(getattr(pipeline, "denoiser", None), "name", None)
+    if backend:
+        info["backend"] = backend
+    return info

@@ -11,7 +11,11 @@ per-row seeds in every configuration, so rows compare like for like), then measu
   would score at this sample size;
 * **diversity**: mean pairwise L2 distance (pixel space) between samples of the same class, averaged
   over classes (the real sprites' value is ``diversity_real``);
-* **duplicates**: share of samples within a per-pixel RMS of 0.05 of a real tile or its mirror image.
+* **duplicates**: share of samples within a per-pixel RMS of 0.05 of a real tile or its mirror image;
+* **palette fidelity**: share of the non-background pixels within RMS 8/255 of the training palette (learned
+  from the real sprites), and the number of distinct colours; rows with ``palette`` ``sample`` project the
+  x0 estimate onto the palette in the last steps, ``post`` snaps the finished raw samples
+  (:mod:`difftool.eval.colors`).
 
 Torch-free: it needs only a pipeline-like object (``.card`` and ``.sample(SampleRequest, callback=...)``).
 """
@@ -37,6 +41,8 @@ from difftool.eval.metrics import (
     frechet_distance_from_stats,
     nearest_train_rms,
 )
+from difftool.runtime.images import to_uint8
+from difftool.runtime.palette import Palette, finish
 
 # "default": the model's recommended setting (ModelCard.recommended: its card's ``sampling``, else DDIM-25,
 # eta 0, guidance 2), so the first row is what `difftool generate` / the TUI / the demo produce.
@@ -68,8 +74,14 @@ def _registry_rows(quick: bool = False) -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
-DEFAULT_CONFIGS: tuple[dict[str, Any], ...] = _DEFAULT_ROWS + _registry_rows()
-QUICK_CONFIGS: tuple[dict[str, Any], ...] = (_DEFAULT_ROWS[0], _DEFAULT_ROWS[2], *_registry_rows(quick=True))
+# The default setting raw, projected during sampling and snapped afterwards (duplicates of the first row,
+# whose palette is the model's recommendation, are dropped once resolved), then DDIM-50 with the palette.
+_PALETTE_ROWS: tuple[dict[str, Any], ...] = tuple({**_DEFAULT_ROWS[0], "palette": m} for m in ("none", "sample", "post"))
+DEFAULT_CONFIGS: tuple[dict[str, Any], ...] = (_DEFAULT_ROWS + _PALETTE_ROWS + _registry_rows()[:-1]
+                                               + ({**_DEFAULT_ROWS[0], "steps": 50, "palette": "sample"},)
+                                               + _registry_rows()[-1:])
+QUICK_CONFIGS: tuple[dict[str, Any], ...] = (_DEFAULT_ROWS[0], _DEFAULT_ROWS[2], *_PALETTE_ROWS,
+                                             *_registry_rows(quick=True))
 DEFAULT_PER_CLASS = 64
 QUICK_PER_CLASS = 16
 
@@ -100,10 +112,14 @@ class EvalRow:
     duplicate_rate: float | None
     nearest_rms_median: float | None
     seconds: float
+    palette: str = "none"  # none (raw) | sample (projected in the last steps) | post (snapped afterwards)
+    palette_fidelity: float | None = None  # share of non-background pixels within RMS 8/255 of the palette
+    palette_exact: float | None = None  # share exactly on a palette colour
+    distinct_colors: int | None = None  # distinct RGB colours over the row's samples
 
     @property
     def label(self) -> str:
-        return _label(self.sampler, self.steps, self.guidance, self.eta)
+        return _label(self.sampler, self.steps, self.guidance, self.eta, self.palette)
 
 
 @dataclass
@@ -117,6 +133,7 @@ class EvalReport:
     real: dict[str, Any] | None = None  # the real sprites FID/duplicates were measured against
     fid_floor: float | None = None  # FID of per_class real tiles per class vs all real tiles
     diversity_real: float | None = None
+    palette: dict[str, Any] = field(default_factory=dict)  # the palette rows' and the fidelity reference
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -156,9 +173,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _label(sampler: str, steps: int, guidance: float, eta: float) -> str:
+def _label(sampler: str, steps: int, guidance: float, eta: float, palette: str = "none") -> str:
     text = f"{sampler} {steps} steps, guidance {guidance:g}"
-    return text + (f", eta {eta:g}" if eta else "")
+    return text + (f", eta {eta:g}" if eta else "") + (f", palette {palette}" if palette != "none" else "")
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ class _Config:
     steps: int
     guidance: float
     eta: float
+    palette: str = "none"
 
 
 def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Config]:
@@ -174,12 +192,13 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
 
     out = []
     for raw in DEFAULT_CONFIGS if configs is None else configs:
-        unknown = set(raw) - {"sampler", "steps", "guidance", "eta"}
+        unknown = set(raw) - {"sampler", "steps", "guidance", "eta", "palette"}
         if unknown:
             raise DifftoolError(
-                f"unknown eval setting(s) {sorted(unknown)}; use sampler, steps, guidance, eta"
+                f"unknown eval setting(s) {sorted(unknown)}; use sampler, steps, guidance, eta, palette"
             )
-        raw = {k: (card.recommended(k) if v == D else v) for k, v in raw.items()}
+        palette = resolve_mode(raw.get("palette", D), card)
+        raw = {k: (card.recommended(k) if v == D else v) for k, v in raw.items() if k != "palette"}
         sampler = canonical_name(str(raw.get("sampler", "ddim")))
         steps = raw.get("steps")
         if steps in (None, "full", "all"):
@@ -198,7 +217,8 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
             raise DifftoolError(f"eval steps must be at least 1, got {steps}")
         if not card.conditional:
             guidance = 1.0
-        out.append(_Config(sampler, steps, guidance, eta))
+        if _Config(sampler, steps, guidance, eta, palette) not in out:
+            out.append(_Config(sampler, steps, guidance, eta, palette))
     if not out:
         raise DifftoolError("no eval configurations given")
     return out
@@ -216,6 +236,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 160,
     progress: Callable[[EvalProgress], None] | None = None,
+    palette: Palette | str | None = "auto",
 ) -> EvalReport:
     """Sample, judge and score ``pipeline`` for every configuration; returns an :class:`EvalReport`.
 
@@ -232,6 +253,9 @@ def evaluate(
       quick look).
     * ``per_class``: samples per class (an unconditional model gets ``per_class * 5`` samples).
     * ``seed``: row i of every configuration uses seed ``seed + i``.
+    * ``palette``: what the ``sample``/``post`` rows project onto: ``auto`` (the card's learned palette, else
+      the real sprites'), a :class:`~difftool.runtime.palette.Palette` or a palette file, or None/``none``
+      (palette rows skipped). Fidelity is always measured against the real sprites' palette.
     * ``progress``: called with an :class:`EvalProgress` after every sampler step; raising
       :class:`~difftool.errors.Cancelled` from it stops the evaluation.
     """
@@ -254,11 +278,23 @@ def evaluate(
     n = len(labels)
     real, real_info, real_mu, real_sigma, fid_floor, diversity_real = _real_stats(
         judge, real_images, real_labels, data, judge_index, per_class, n, seed, notes, unavailable)
-    sampling = _Sampling(pipeline, plan, contexts, n, [seed + i for i in range(n)], batch_size, progress)
+    palettes = eval_palettes(palette, card, real, notes)
+    if palettes.project is None and any(c.palette != "none" for c in plan):
+        plan = [c for c in plan if c.palette == "none"] or plan[:0]
+        unavailable["palette rows"] = "no palette: the model card has none and there are no real sprites"
+        if not plan:
+            raise DifftoolError("no eval configurations left: the palette rows need a palette (--palette FILE)")
+    if palettes.reference is None:
+        unavailable["palette_fidelity"] = "no training palette: no real sprites and none in the model card"
+    sampling = _Sampling(pipeline, plan, contexts, n, [seed + i for i in range(n)], batch_size, progress,
+                         palettes)
     rows: list[EvalRow] = []
     for ci, cfg in enumerate(plan):
         samples, seconds = sampling.run(ci, cfg)
-        rows.append(_score_row(cfg, samples, seconds, judge, classes, unavailable, real, real_mu, real_sigma))
+        row = _score_row(cfg, samples, seconds, judge, classes, unavailable, real, real_mu, real_sigma)
+        row.palette_fidelity, row.palette_exact, row.distinct_colors = figures(
+            to_uint8(samples, card.value_range), palettes)
+        rows.append(row)
 
     return EvalReport(
         rows=rows,
@@ -273,6 +309,7 @@ def evaluate(
             "license": judge.license,
         },
         real=real_info if real is not None else None,
+        palette=palette_info(palettes),
         fid_floor=fid_floor,
         diversity_real=diversity_real,
         unavailable=unavailable,
@@ -285,9 +322,10 @@ class _Sampling:
     """Samples every configuration in batches, reporting progress in network evaluations."""
 
     def __init__(self, pipeline: Any, plan: list[_Config], contexts: np.ndarray | None, n: int, seeds: list[int],
-                 batch_size: int, progress: Callable[[EvalProgress], None] | None):
+                 batch_size: int, progress: Callable[[EvalProgress], None] | None, palettes: EvalPalettes):
         card = pipeline.card
         self.pipeline, self.plan, self.contexts, self.n, self.seeds = pipeline, plan, contexts, n, seeds
+        self.palettes = palettes
         self.batch_size, self.progress = batch_size, progress
         self.cost = [c.steps * (2 if (card.conditional and c.guidance not in (0.0, 1.0)) else 1) for c in plan]
         self.total_cost, self.done_cost = float(sum(self.cost)) * n, 0.0
@@ -297,22 +335,24 @@ class _Sampling:
         from difftool.runtime.pipeline import SampleRequest
 
         card = self.pipeline.card
+        palette = row_palette(cfg.palette, self.palettes)
         samples = np.empty((self.n, card.channels, card.image_size, card.image_size), dtype=np.float32)
         t0 = time.perf_counter()
         for b0 in range(0, self.n, self.batch_size):
             b1 = min(self.n, b0 + self.batch_size)
             request = SampleRequest(n=b1 - b0, context=None if self.contexts is None else self.contexts[b0:b1],
                                     sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance=cfg.guidance,
-                                    seed=self.seeds[b0], seeds=self.seeds[b0:b1])
+                                    seed=self.seeds[b0], seeds=self.seeds[b0:b1], palette=palette)
             callback = None if self.progress is None else self._on_step(ci, cfg, b0, b1)
             samples[b0:b1] = self.pipeline.sample(request, callback=callback) if callback else \
                 self.pipeline.sample(request)
             self.done_cost += (b1 - b0) * self.cost[ci]
         seconds = time.perf_counter() - t0
-        return np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), seconds
+        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+        return finish(samples, palette, card.value_range), seconds  # (a no-op after a real Pipeline)
 
     def _on_step(self, ci: int, cfg: _Config, b0: int, b1: int) -> Callable[[Any], None]:
-        label, base = _label(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta), self.done_cost
+        label, base = _label(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta, cfg.palette), self.done_cost
 
         def on_step(step: Any) -> None:
             frac = (step.index + 1) / max(1, step.total)
@@ -343,28 +383,12 @@ def _score_row(cfg: _Config, samples: np.ndarray, seconds: float, judge: Judge, 
         dup, nearest = float((rms < DUPLICATE_RMS).mean()), float(np.median(rms))
     diversity = _diversity(samples, labels, list(range(k)))
     return EvalRow(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta, len(labels), acc, per, fid, diversity, dup,
-                   nearest, seconds)
-
-
-def _model_info(pipeline: Any) -> dict[str, Any]:
-    card = pipeline.card
-    info: dict[str, Any] = {
-        "arch": getattr(card.model, "arch", ""),
-        "image_size": card.image_size,
-        "channels": card.channels,
-        "num_classes": card.num_classes,
-        "class_names": list(card.class_names),
-        "schedule": {"kind": card.schedule.kind, "num_timesteps": card.schedule.num_timesteps},
-        "source": getattr(card, "source", ""),
-    }
-    backend = getattr(getattr(pipeline, "denoiser", None), "name", None)
-    if backend:
-        info["backend"] = backend
-    return info
+                   nearest, seconds, cfg.palette)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
 
 
-from difftool.eval.phases import Classes, _class_plan, _diversity, _real_stats  # noqa: E402
+from difftool.eval.colors import EvalPalettes, eval_palettes, figures, palette_info, resolve_mode, row_palette  # noqa: E402
+from difftool.eval.phases import Classes, _class_plan, _diversity, _model_info, _real_stats  # noqa: E402
 from difftool.eval.table import render_table  # noqa: E402,F401

@@ -34,6 +34,7 @@ def render_table(report: EvalReport):
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY, pad_edge=False, collapse_padding=True)
     table.add_column("sampler", no_wrap=True)
     table.add_column("steps", justify="right")
+    table.add_column("pal", no_wrap=True)
     table.add_column("cfg", justify="right")
     table.add_column("acc", justify="right")
     for name in report.class_names:
@@ -41,6 +42,8 @@ def render_table(report: EvalReport):
     table.add_column("FID↓", justify="right")
     table.add_column("div", justify="right")
     table.add_column("dup", justify="right")
+    table.add_column("on-pal", justify="right")
+    table.add_column("colours", justify="right")
     table.add_column("s", justify="right")
     best_fid, best_acc = report.best("fid"), report.best("accuracy")
     for row in report.rows:
@@ -54,12 +57,15 @@ def render_table(report: EvalReport):
         table.add_row(
             sampler,
             str(row.steps),
+            {"none": "raw", "sample": "in-loop", "post": "snap"}.get(row.palette, row.palette),
             f"{row.guidance:g}",
             acc,
             *[_pct(row.per_class_accuracy.get(name), 0) for name in report.class_names],
             fid,
             _fmt(row.diversity, ".1f"),
             _pct(row.duplicate_rate, 1),
+            _pct(row.palette_fidelity, 1),
+            "—" if row.distinct_colors is None else str(row.distinct_colors),
             f"{row.seconds:.0f}",
         )
     caption = []
@@ -73,6 +79,11 @@ def render_table(report: EvalReport):
     if report.diversity_real is not None:
         caption.append(f"div = mean pairwise RMS x 100 (real sprites {report.diversity_real:.2f})")
     caption.append(f"dup = share within RMS {DUPLICATE_RMS:g} of a real tile or its mirror")
+    ref = report.palette or {}
+    if ref.get("reference_colors"):
+        caption.append(f"pal: raw output, in-loop = x0 projected onto the palette in the last steps, snap = raw "
+                       f"then snapped; on-pal = % of non-background pixels within RMS {ref['tolerance_rms']:g}/255 of "
+                       f"the {ref['reference_colors']}-colour training palette; colours = distinct colours in the row")
     for metric, why in report.unavailable.items():
         caption.append(f"{metric} unavailable: {why}")
     caption.extend(report.notes)

@@ -14,6 +14,7 @@ from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser, StepCallback
 from difftool.runtime.guidance import guided_eps
 from difftool.runtime.noise import Noise
+from difftool.runtime.palette import Palette, finish, sampling_hook
 from difftool.runtime.samplers import Coefficients, SamplerRun, get_sampler
 from difftool.runtime.schedules import make_schedule
 
@@ -34,6 +35,7 @@ class SampleRequest:
     spacing: str | None = None
     variance: str | None = None  # DDPM: posterior | beta; None: the model's, else posterior
     clip: float | str | None = "auto"  # clamp x0 estimates; "auto": to the value range for difftool models
+    palette: Palette | None = None  # project x0 onto these colours in the last steps (runtime.palette)
 
 
 class Pipeline:
@@ -53,7 +55,7 @@ class Pipeline:
             step = state.advance(eps_fn(state.x, state.t))
             if callback is not None:
                 callback(step)
-        return check_finite(state.x)
+        return finish(check_finite(state.x), request.palette, self.card.value_range)
 
     def start(self, request: SampleRequest) -> SamplerRun:
         """A request's sampler state at x_T: its plan and coefficient table, its per-row noise stream
@@ -61,7 +63,8 @@ class Pipeline:
         noise = Noise(self._seeds(request))
         x_t = noise.noise((self.card.channels, self.card.image_size, self.card.image_size))  # (n, C, H, W)
         table = self.table(request)
-        return SamplerRun(table, x_t, noise, self.clip_value(request))
+        hook = sampling_hook(request.palette, self.card.value_range)  # palette projection of x0, last steps
+        return SamplerRun(table, x_t, noise, self.clip_value(request), hook)
 
     def table(self, request: SampleRequest) -> Coefficients:
         """The request's coefficient table (the pipeline hands the sampler its timestep plan)."""

@@ -68,6 +68,20 @@ class TrainConfig:
     log_every: int = 50
     resume: bool = True
     dataset_options: dict = field(default_factory=dict)
+    init: str = ""  # start from these weights (a difftool .safetensors of the same model) when not resuming
+    loss_weight: str = "none"  # none | min_snr (Hang et al. 2023: eps loss weighted min(SNR, gamma) / SNR)
+    snr_gamma: float = 5.0
+
+
+def loss_weights(alpha_bar: torch.Tensor, kind: str, gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample weights of the eps-prediction loss: ``min_snr``: min(SNR, gamma) / SNR (SNR = ab / (1 - ab)),
+    which down-weights the low-noise steps whose eps loss dominates training; ``none``: ones."""
+    if kind == "none":
+        return torch.ones_like(alpha_bar)
+    if kind != "min_snr":
+        raise DifftoolError(f"unknown --loss-weight {kind!r}; use none or min_snr")
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return torch.clamp(snr, max=gamma) / snr
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -122,7 +136,17 @@ def build_card(cfg: TrainConfig, ds) -> ModelCard:
         model_cfg = preset(name, channels=channels, size=size, num_classes=len(ds.class_names))
     schedule = ScheduleConfig(kind=cfg.schedule, num_timesteps=cfg.timesteps)
     return ModelCard(model=model_cfg, schedule=schedule, class_names=tuple(ds.class_names),
-                     source="difftool", credit=ds.credit, license=ds.license)
+                     source="difftool", credit=ds.credit, license=ds.license, palette=data_palette(cfg, ds))
+
+
+def data_palette(cfg: TrainConfig, ds) -> tuple[str, ...]:
+    """The training data's colours for the card (``--palette auto``): sprite datasets only (pixel art with a
+    small palette; photos and digits have none worth keeping)."""
+    if cfg.dataset != "sprites" or ds.images.shape[1] != 3:
+        return ()
+    from difftool.runtime.palette import learn_palette
+
+    return learn_palette(ds.images, max_colors=64).hex()
 
 
 def train(cfg: TrainConfig, console=None) -> Path:
@@ -161,6 +185,10 @@ def train(cfg: TrainConfig, console=None) -> Path:
         step = _load_state(state_path, model, ema, opt, card, scaler)
         if dist.main:
             _say(console, f"resuming {state_path} at step {step}/{total}")
+    elif cfg.init:
+        _init_weights(Path(cfg.init), model, ema, card)
+        if dist.main:
+            _say(console, f"starting from the weights of {cfg.init} (fresh optimizer, step 0)")
     ddp_model = model
     if dist.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -196,7 +224,12 @@ def train(cfg: TrainConfig, console=None) -> Path:
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = F.mse_loss(ddp_model(x_t, t_in, ctx).float(), noise)
+                pred = ddp_model(x_t, t_in, ctx).float()
+            if cfg.loss_weight == "none":
+                loss = F.mse_loss(pred, noise)
+            else:
+                per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
+                loss = (per * loss_weights(ab[t], cfg.loss_weight, cfg.snr_gamma)).mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -300,7 +333,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start,
     training = {"step": step, "total_steps": total, "images_seen": seen, "dataset": cfg.dataset,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
-                "class_balance": cfg.class_balance,
+                "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight, "init": cfg.init,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
@@ -326,6 +359,18 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard, scaler=None) -> in
     if scaler is not None and scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])  # loss scale + growth tracker: AMP resumes exactly
     return int(state["step"])
+
+
+def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
+    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required."""
+    from difftool.models.checkpoint import load
+
+    loaded = load(path)
+    if loaded.card.model != card.model:
+        raise DifftoolError(f"--init {path} holds another model ({loaded.card.model.arch}); use the same --model")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
 
 
 def _log(out: Path, step, epoch, losses, rate, opt):
