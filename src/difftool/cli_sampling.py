@@ -10,7 +10,6 @@ import typer
 
 from difftool import cli_options as opt
 from difftool.errors import DifftoolError
-from difftool.runtime.palette import palette_spec, resolve_palette
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ class GenerateArgs:
 
 def run_generate(args: GenerateArgs) -> None:
     from difftool import generate as gen_mod
+    from difftool.runtime.palette import palette_spec, resolve_palette
     from difftool.runtime.record import GenerationRecord
 
     console = opt.stderr_console()
@@ -181,6 +181,7 @@ def demo(
     import numpy as np
 
     from difftool import generate as gen_mod
+    from difftool.runtime.palette import palette_spec, resolve_palette
     from difftool.runtime.record import GenerationRecord
 
     opt.check_sampler(sampler)
