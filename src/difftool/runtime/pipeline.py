@@ -17,6 +17,8 @@ from difftool.runtime.noise import Noise
 from difftool.runtime.samplers import canonical_name, get_sampler
 from difftool.runtime.schedules import make_schedule
 
+MAX_MIX_WEIGHT = 100.0  # a context weight beyond this is a typo, not a mixture
+
 
 @dataclass
 class SampleRequest:
@@ -130,6 +132,10 @@ def _parse_item(item: str, spec: str) -> tuple[str, float]:
     if not sep:
         return name, 1.0
     try:
-        return name, float(weight)
+        value = float(weight)
     except ValueError:
         raise DifftoolError(f"bad weight {weight.strip()!r} for {name!r} in context {spec!r}") from None
+    if not -MAX_MIX_WEIGHT <= value <= MAX_MIX_WEIGHT:  # also rejects nan and inf
+        raise DifftoolError(f"weight {weight.strip()!r} for {name!r} in context {spec!r} must be a finite "
+                            f"number within +-{MAX_MIX_WEIGHT:g}")
+    return name, value
