@@ -6,7 +6,6 @@ Exit codes: 0 ok; 1 user/runtime error (one red line on stderr, no traceback); 2
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -117,6 +116,8 @@ def info(
 
 SAMPLER_HELP = "ddim | ddpm | dpmpp_2m"
 SAMPLER_CHOICES = ("ddim", "ddpm", "dpmpp_2m", "dpm++")  # what --sampler accepts (dpm++: alias)
+MAX_STEPS = 100_000  # beyond any schedule difftool reads; a model's own limit is checked when it is loaded
+MAX_GUIDANCE = 100.0
 
 
 def _load_pipeline(path: Path | None, backend: str, threads: int | None):
@@ -185,10 +186,10 @@ _Class = Annotated[str | None, typer.Option("--class", "-c", help="class name or
 _Mix = Annotated[str | None, typer.Option(help="mixed context, e.g. hero=0.5,food=0.5 (the course's mixtures)")]
 _N = Annotated[int, typer.Option("--n", "-n", min=1, max=1024, help="number of samples")]
 _Sampler = Annotated[str | None, typer.Option(help=SAMPLER_HELP + " (default: the model's, else ddim)")]
-_Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the model's, else 25; ddpm: all)")]
+_Steps = Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="sampling steps (default: the model's, else 25; ddpm: all)")]
 _Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic; default: the model's, else 0)")]
-_Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default with a class: the model's, else 2)")]
-_Seed = Annotated[int, typer.Option(help="seed of sample 0 (sample i uses seed + i)")]
+_Guidance = Annotated[float | None, typer.Option(min=0.0, max=MAX_GUIDANCE, help="classifier-free guidance scale (default with a class: the model's, else 2)")]
+_Seed = Annotated[int, typer.Option(min=0, help="seed of sample 0 (sample i uses seed + i)")]
 _Spacing = Annotated[str | None, typer.Option(help="timestep spacing: trailing | leading | linspace")]
 _Out = Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write")]
 _Gif = Annotated[Path | None, typer.Option(help="also write a GIF of the denoising")]
@@ -204,6 +205,12 @@ def _check_choice(value, choices, flag):
         raise typer.BadParameter(f"must be one of: {', '.join(choices)}", param_hint=flag)
 
 
+def _check_backend(backend: str) -> None:
+    from difftool.runtime.backends import BACKENDS
+
+    _check_choice(backend, BACKENDS, "--backend")
+
+
 @app.command()
 def generate(
     artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact, engine or checkpoint (default: bundled)")] = None,
@@ -217,6 +224,7 @@ def generate(
     _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
     _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
     _check_choice(gif_frames, ("x", "x0"), "--gif-frames")
+    _check_backend(backend)
     _generate(artifact, backend, threads, class_name, mix, n, nrow, sampler, steps, eta, guidance, seed,
               spacing, out, gif, gif_frames, scale, json_out)
 
@@ -232,6 +240,8 @@ def sample(
 ):
     """Sample from a checkpoint with the PyTorch backend (PNG grid, optional GIF)."""
     _check_choice(sampler, SAMPLER_CHOICES, "--sampler")
+    _check_choice(spacing, ("trailing", "leading", "linspace"), "--spacing")
+    _check_choice(gif_frames, ("x", "x0"), "--gif-frames")
     _check_choice(device, ("cpu", "cuda"), "--device")
     _generate(checkpoint, f"torch-{device}", threads, class_name, mix, n, nrow, sampler, steps, eta, guidance,
               seed, spacing, out, gif, gif_frames, scale, json_out)
@@ -296,6 +306,8 @@ def export(
     optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
     image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
     calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
+    classes: Annotated[str | None, typer.Option(help="class names in index order, e.g. hero,creature,food "
+                                                     "(stored in the card; course/explainingai files are unnamed)")] = None,
     json_out: _Json = False,
 ):
     """Export a checkpoint to a self-describing ONNX artifact (or a TensorRT engine / Triton repository)."""
@@ -305,7 +317,7 @@ def export(
 
     report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
                         image_size=image_size, calibration=[str(p) for p in calibration or ()],
-                        console=_stderr())
+                        classes=classes, console=_stderr())
     if json_out:
         import json
 
@@ -351,7 +363,7 @@ def bench(
                                               "(or ort-cpu, torch-cpu, ort-cuda, tensorrt, torch-cuda)")] = "ort,torch",
     threads: _Threads = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
-    guidance: Annotated[float, typer.Option(help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
+    guidance: Annotated[float, typer.Option(min=0.0, max=MAX_GUIDANCE, help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
     json_out: _Json = False,
 ):
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
@@ -403,6 +415,7 @@ def eval_(
     )
 
     console = _stderr()
+    _check_backend(backend)
     pipe = _load_pipeline(artifact, backend, threads)
     if not pipe.card.conditional:
         raise DifftoolError("difftool eval judges class-conditioned samples; this model is unconditional")
@@ -425,13 +438,8 @@ def eval_(
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line on stderr and exit code 1."""
-    try:
-        app()
-    except DifftoolError as exc:
-        from rich.text import Text
+    """Console entry point: user errors are one red line on stderr and exit code 1, usage errors exit 2
+    (see :mod:`difftool.cliexit`)."""
+    from difftool.cliexit import main as run_main
 
-        _stderr().print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(app)
