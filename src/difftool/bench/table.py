@@ -83,7 +83,7 @@ def _finite(value: Any) -> Any:
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
     """Write the JSON record to ``path`` (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_json(result) + "\n")
-    return path
+    from difftool.fileio import atomic_write
+
+    text = to_json(result) + "\n"
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
