@@ -42,6 +42,8 @@ def render_table(result: dict[str, Any]) -> Table:
         "RSS = process peak",
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]
+    lines += [f"! {r['backend']} batch {r['batch']}: not a figure: {r['suspect']['reason']}"
+              for r in result["results"] if r.get("suspect")]
     table = Table(title=title, caption="\n".join(lines), caption_justify="left", box=box.SIMPLE_HEAVY,
                   pad_edge=False, collapse_padding=True)
     table.add_column("backend", min_width=10)
@@ -51,14 +53,15 @@ def render_table(result: dict[str, Any]) -> Table:
     for row in result["results"]:
         fwd = row["forward"]
         fraction = row["peak_fraction"]
-        table.add_row(
-            row["backend"], str(row["batch"]),
-            _num(fwd["median_ms"], ".2f"),
-            _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
-            _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
-            _num(row["gflops"]), _num(100 * fraction if fraction is not None else None),
-            _num(row["peak_rss_mb"], ".0f"),
-        )
+        cells = [_num(fwd["median_ms"], ".2f"),
+                 _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
+                 _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
+                 _num(row["gflops"]), _num(100 * fraction if fraction is not None else None)]
+        name = row["backend"]
+        if row.get("suspect"):  # timings disturbed: shown struck through, explained in the caption
+            cells = [f"[dim strike]{c}[/]" for c in cells]
+            name = f"[yellow]! {name}[/]"
+        table.add_row(name, str(row["batch"]), *cells, _num(row["peak_rss_mb"], ".0f"))
     for skip in result["skipped"]:
         table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 7)
     return table
