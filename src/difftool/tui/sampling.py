@@ -15,6 +15,7 @@ from textual.message import Message
 
 from difftool.errors import Cancelled, DifftoolError
 from difftool.runtime.denoiser import Step
+from difftool.runtime.images import check_finite
 from difftool.tui.generation import Cell, Generation, Kind
 from difftool.tui.imaging import to_uint8
 from difftool.tui.messages import FrameReady, GenerationCancelled, GenerationFailed, GenerationFinished
@@ -132,6 +133,7 @@ def run_job(job: Job, pipeline: SpritePipeline, post: Callable[[Message], object
             out = pipeline.sample(request, callback=on_step)
             if is_cancelled():
                 raise Cancelled
+            check_finite(out)  # NaN/inf is a failed generation, never a silently black sprite
             image = _compose(to_uint8(out, value_range), job.base, job.targets)
             elapsed = clock() - t0
     except Cancelled:
