@@ -130,3 +130,29 @@ def test_subprocess_sample(corpus, tmp_path, args, want, needle):
     _assert_one_error(proc.returncode, [x for x in proc.stderr.splitlines() if x.strip()], want, needle)
     assert not out.exists()
     assert not (root / MARKER).exists()
+
+
+def test_export_classes_are_stored_in_the_card(corpus, capsys, tmp_path):
+    """Generic names for an imported model, replaced by --classes at export; --class by name then works."""
+    pytest.importorskip("onnxscript")
+    from difftool.runtime.artifact import read_card
+
+    course = corpus[1]["base_course"]
+    out = tmp_path / "course.onnx"
+    assert run(app, ["export", str(course), "-o", str(out), "--classes", "a,b,c,d,e"]) == 0, capsys.readouterr().err
+    assert read_card(out).class_names == ("a", "b", "c", "d", "e")
+    png = tmp_path / "c.png"
+    assert run(app, ["generate", str(out), "--class", "c", "--steps", "2", "--n", "1", "-o", str(png)]) == 0
+    assert png.exists()
+
+
+def test_class_names_of_imported_models():
+    from difftool.config import ContextUnetConfig
+    from difftool.models import build
+    from difftool.models.checkpoint import COURSE_CLASSES, card_from_state_dict
+
+    five = build(ContextUnetConfig(n_feat=8, n_cfeat=5)).state_dict()
+    ten = build(ContextUnetConfig(n_feat=8, n_cfeat=10)).state_dict()
+    assert card_from_state_dict(five).class_names == COURSE_CLASSES
+    assert card_from_state_dict(ten).class_names == tuple(f"class{i}" for i in range(10))
+    assert card_from_state_dict(ten).class_index("9") == 9

@@ -33,9 +33,8 @@ def test_pipeline_mix_weights_must_be_finite(fake_denoiser):
 
 async def test_tui_non_finite_generation_is_a_failure_not_a_sprite(tmp_path: Path) -> None:
     pytest.importorskip("textual")
-    from test_tui import SIZE, errors, generate, make_app, ready
-
     from difftool.tui.demo import DemoPipeline
+    from test_tui import SIZE, errors, generate, make_app, ready
 
     class NaNPipeline(DemoPipeline):
         def sample(self, request, callback=None):
