@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import difftool as difftool_pkg
 
 torch = pytest.importorskip("torch", reason="CLI tests build a checkpoint with torch")
 
@@ -19,11 +21,13 @@ from difftool.models.checkpoint import save  # noqa: E402
 CLASSES = ("hero", "creature", "food", "weapon", "item")
 
 
+SRC = str(Path(difftool_pkg.__file__).resolve().parents[1])  # the difftool under test, not another install
+
+
 def difftool(*args, timeout=180):
     return subprocess.run([sys.executable, "-m", "difftool", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                                                "COLUMNS": "200", "HOME": "/tmp",
-                                                "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+                                                "COLUMNS": "200", "HOME": "/tmp", "PYTHONPATH": SRC})
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Exit codes: 0 ok; 1 user/runtime error (one red line on stderr, no traceback); 2
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -243,7 +242,7 @@ def bench(
                                               "the one-file generator vs the Python loop)")] = "ort,torch",
     threads: _Threads = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
-    guidance: Annotated[float, typer.Option(help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
+    guidance: Annotated[float, typer.Option(min=0.0, max=opt.MAX_GUIDANCE, help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
     json_out: _Json = False,
 ):
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
@@ -326,6 +325,7 @@ def eval_(
     )
 
     console = _stderr()
+    opt.check_backend(backend)
     pipe = _load_pipeline(artifact, backend, threads)
     if not pipe.card.conditional:
         raise DifftoolError("difftool eval judges class-conditioned samples; this model is unconditional")
@@ -348,13 +348,8 @@ def eval_(
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line on stderr and exit code 1."""
-    try:
-        app()
-    except DifftoolError as exc:
-        from rich.text import Text
+    """Console entry point: user errors are one red line on stderr and exit code 1, usage errors exit 2
+    (see :mod:`difftool.cliexit`)."""
+    from difftool.cliexit import main as run_main
 
-        _stderr().print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(app)

@@ -25,6 +25,8 @@ def export(
     optimize: Annotated[bool, typer.Option(help="also save the ORT-optimised graph")] = False,
     image_size: Annotated[int | None, typer.Option(min=4, help="image size (explainingai checkpoints)")] = None,
     calibration: Annotated[list[Path] | None, typer.Option(help="int8: sprite data folder(s) for calibration")] = None,
+    classes: Annotated[str | None, typer.Option(help="class names in index order, e.g. hero,creature,food "
+                                                     "(stored in the card; course/explainingai files are unnamed)")] = None,
     generator: Annotated[bool, typer.Option("--generator", help="one file with the whole sampling loop: "
                                             "noise + context -> images (onnx, triton; web always)")] = False,
     sampler: opt.Sampler = None, steps: opt.Steps = None, eta: opt.Eta = None, spacing: opt.Spacing = None,
@@ -45,7 +47,7 @@ def export(
     settings = _generator_settings(generator or format == "web", sampler, steps, eta, spacing, guidance)
     report = run_export(checkpoint, out=out, format=format, precision=precision, optimize=optimize,
                         image_size=image_size, calibration=[str(p) for p in calibration or ()],
-                        generator=settings, ort_web=ort_web, console=opt.stderr_console())
+                        generator=settings, ort_web=ort_web, classes=classes, console=opt.stderr_console())
     if json_out:
         import json
 

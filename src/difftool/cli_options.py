@@ -76,11 +76,13 @@ Class = Annotated[str | None, typer.Option("--class", "-c", help="class name or 
 Mix = Annotated[str | None, typer.Option(help="mixed context, e.g. hero=0.5,food=0.5 (the course's mixtures)")]
 N = Annotated[int, typer.Option("--n", "-n", min=1, max=1024, help="number of samples")]
 Sampler = Annotated[str | None, typer.Option(help=sampler_registry.help_text() + " (default: the model's)")]
-Steps = Annotated[int | None, typer.Option(min=1, help="sampling steps (default: the model's, else 25; ddpm: all)")]
+MAX_STEPS = 100_000  # beyond any schedule difftool reads; a model's own limit is checked when it is loaded
+MAX_GUIDANCE = 100.0
+Steps = Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="sampling steps (default: the model's, else 25; ddpm: all)")]
 Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic; default: the model's, else 0)")]
 Variance = Annotated[str | None, typer.Option(help=f"DDPM variance: {' | '.join(_DDPM_VARIANCES)} (beta: the "
                                                    "course's sigma = sqrt(beta); default: the model's)")]
-Guidance = Annotated[float | None, typer.Option(help="classifier-free guidance scale (default with a class: the model's)")]
+Guidance = Annotated[float | None, typer.Option(min=0.0, max=MAX_GUIDANCE, help="classifier-free guidance scale (default with a class: the model's)")]
 Seed = Annotated[int, typer.Option(min=0, help="seed of sample 0 (sample i uses seed + i)")]
 Spacing = Annotated[str | None, typer.Option(help="timestep spacing: trailing | leading | linspace (default: the sampler's)")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write")]

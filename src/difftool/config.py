@@ -295,6 +295,9 @@ class ModelCard:
             raise DifftoolError(f"difftool metadata is incomplete or malformed ({exc})") from None
         rest = {k: v for k, v in data.items() if k not in ("model", "schedule")}
         card = _from_dict(cls, {"model": model, "schedule": schedule, **rest})
+        from difftool.cardcheck import check_card
+
+        check_card(card)  # one line naming the first bad field (a header may lie)
         if card.version > CARD_VERSION:
             raise DifftoolError(
                 f"this file was written by a newer difftool (format {card.version}); upgrade difftool"

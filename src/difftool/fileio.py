@@ -23,6 +23,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     alone would leave it 0600).
     """
     path = Path(path)
+    if path.is_dir():
+        from difftool.errors import DifftoolError
+
+        raise DifftoolError(f"cannot write {path}: it is a folder (give a file name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

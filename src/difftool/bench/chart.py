@@ -98,7 +98,6 @@ def render_chart(record: dict[str, Any], path: str | Path) -> Path:
     footer = (f"{m.get('cpu_model')}, {record['threads']} threads, fp32 peak {record['peak']['gflops']:.0f} GFLOP/s; "
               f"load {load['start'][:1]} -> {load['end'][:1]}; {record['created']}")
     draw.text((16, PANEL_H + legend_h - 22), footer, fill="#444444", font=_font(11))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    from difftool.fileio import atomic_write
+
+    return atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))

@@ -32,6 +32,7 @@ from difftool.bench.measure import (
     peak_rss_mb,
 )
 from difftool.bench.peak import measure_peak
+from difftool.bench.sanity import check_loop
 from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser
@@ -324,9 +325,11 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
         for batch in batches:
             row = bench_case(denoiser, name, int(batch), sampler=sampler, steps=steps, guidance=guidance,
                              repeats=repeats, flops_per_sample=flops["per_sample"], peak_gflops=peak.gflops)
+            row["suspect"] = check_loop(row)  # loop vs steps x forward disagree > 2x: not a figure
             results.append(row)
             _say(console, f"[dim]{name} batch {batch}: {row['unet_steps_per_s']:.1f} steps/s, "
-                          f"loop {row['loop']['median_s']:.3f} s[/]")
+                          f"loop {row['loop']['median_s']:.3f} s[/]"
+                 + (f" [yellow]suspect: {row['suspect']['reason']}[/]" if row["suspect"] else ""))
         del denoiser  # release its thread pool before the next backend runs
     return {
         "schema": SCHEMA,

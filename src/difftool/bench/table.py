@@ -43,6 +43,8 @@ def render_table(result: dict[str, Any]) -> Table:
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]
     lines += list(result.get("notes", ()))  # e.g. the diffusers-pipeline / ORT ratio of a diffusers folder
+    lines += [f"! {r['backend']} batch {r['batch']}: not a figure: {r['suspect']['reason']}"
+              for r in result["results"] if r.get("suspect")]
     table = Table(title=title, caption="\n".join(lines), caption_justify="left", box=box.SIMPLE_HEAVY,
                   pad_edge=False, collapse_padding=True)
     table.add_column("backend", min_width=10)
@@ -52,14 +54,16 @@ def render_table(result: dict[str, Any]) -> Table:
     for row in result["results"]:
         fwd = row["forward"]
         fraction = row["peak_fraction"]
-        table.add_row(
-            row["backend"], str(row["batch"]),
-            _num(fwd["median_ms"], ".2f"),
-            _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
-            _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
-            _num(row["gflops"]), _num(100 * fraction if fraction is not None else None),
-            _num(row["peak_rss_mb"], ".0f"), _num(row.get("speedup_vs_python_loop"), ".2f"),
-        )
+        cells = [_num(fwd["median_ms"], ".2f"),
+                 _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
+                 _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
+                 _num(row["gflops"]), _num(100 * fraction if fraction is not None else None)]
+        name = row["backend"]
+        if row.get("suspect"):  # timings disturbed: shown struck through, explained in the caption
+            cells = [f"[dim strike]{c}[/]" for c in cells]
+            name = f"[yellow]! {name}[/]"
+        table.add_row(name, str(row["batch"]), *cells, _num(row["peak_rss_mb"], ".0f"),
+                      _num(row.get("speedup_vs_python_loop"), ".2f"))
     for skip in result["skipped"]:
         table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 8)
     return table
@@ -84,7 +88,7 @@ def _finite(value: Any) -> Any:
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
     """Write the JSON record to ``path`` (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_json(result) + "\n")
-    return path
+    from difftool.fileio import atomic_write
+
+    text = to_json(result) + "\n"
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))

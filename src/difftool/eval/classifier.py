@@ -287,6 +287,8 @@ def export_onnx(result: TrainResult, out: str | Path, data_name: str = "") -> Pa
     proto.producer_name = "difftool"
     proto.doc_string = "difftool sprite judge: 16x16 RGB sprite classifier (logits) + 128-d features for FID"
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(out), save_as_external_data=False)
+    from difftool.fileio import atomic_write
+
+    atomic_write(out, lambda path: onnx.save(proto, str(path), save_as_external_data=False))
     tmp.unlink(missing_ok=True)
     return out

@@ -30,9 +30,31 @@ def _calibration_images(paths: list[str]):
     return ds.images
 
 
+def _source(checkpoint: Path, format: str, image_size: int | None, classes: str | None):
+    """The validated, loaded checkpoint (class names applied) before any export starts; an ``.onnx`` source
+    (tensorrt/triton formats) stays a path and is validated by its exporter."""
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        if format == "onnx":
+            raise DifftoolError(f"{checkpoint} is already an ONNX graph; export takes a checkpoint "
+                                "(--format tensorrt or triton also take an .onnx)")
+        if classes:
+            raise DifftoolError("--classes renames the classes of a checkpoint; export from the checkpoint")
+        return checkpoint
+    from difftool.export.onnx_export import load_for_export
+    from difftool.models.checkpoint import LoadedModel
+
+    loaded = load_for_export(checkpoint, image_size)
+    if classes:
+        from difftool.classnames import parse_class_names, with_class_names
+
+        card = with_class_names(loaded.card, parse_class_names(classes))
+        loaded = LoadedModel(loaded.module, card, loaded.path)
+    return loaded
+
+
 def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", precision: str = "fp32",
                optimize: bool = False, image_size: int | None = None, calibration: list[str] = (),
-               generator=None, ort_web: Path | None = None, console=None) -> dict:
+               generator=None, ort_web: Path | None = None, classes: str | None = None, console=None) -> dict:
     """Export ``checkpoint``; ``generator`` (GeneratorSettings) selects the one-file generator."""
     from difftool.models.diffusers_io import diffusers_folder
 
@@ -49,9 +71,12 @@ def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", prec
         _print(console, summary)
         return summary
     out = Path(out) if out is not None else default_out(Path(checkpoint), format, precision, generator is not None)
+    if format not in ("triton", "web") and out.is_dir():
+        raise DifftoolError(f"cannot write {out}: it is a folder (give a file name, e.g. {out / 'model.onnx'})")
     if generator is not None or format == "web":
         return _run_generator(Path(checkpoint), out, format, precision, optimize, image_size, generator,
                               ort_web, console)
+    checkpoint = _source(checkpoint, format, image_size, classes)
     if format == "onnx":
         from difftool.export.onnx_export import export_onnx
         from difftool.runtime.backends.ort import default_threads

@@ -84,7 +84,8 @@ def save_single_file(model, path: str | Path) -> Path:
     """Save ``model`` as ONE file (weights inline, no ``.data`` side file)."""
     import onnx
 
-    onnx.save(model, str(path), save_as_external_data=False)
-    return Path(path)
+    from difftool.fileio import atomic_write
+
+    return atomic_write(Path(path), lambda tmp: onnx.save(model, str(tmp), save_as_external_data=False))
 
 

@@ -87,7 +87,10 @@ def measure(onnx_path: str | Path, module, card: ModelCard, batch_sizes=BATCH_SI
 def require(errors: dict[int, float], tol: float = FP32_TOL) -> None:
     """DifftoolError when any error exceeds ``tol`` (or is not finite)."""
     worst = max(errors.values())
-    if not np.isfinite(worst) or worst > tol:
+    if not np.isfinite(worst):
+        raise DifftoolError("parity check failed: the model's output is non-finite (NaN or inf) on the parity "
+                            "inputs; its weights overflow float32 (a corrupt or diverged checkpoint)")
+    if worst > tol:
         raise DifftoolError(f"parity check failed: max abs error {worst:.3g} > {_sci(tol)}")
 
 

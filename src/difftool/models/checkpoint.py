@@ -8,6 +8,7 @@ key names, and their hyper-parameters are recovered from tensor shapes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def save(path: str | Path, module: nn.Module, card: ModelCard) -> Path:
 
 
 def load(path: str | Path) -> LoadedModel:
-    """Load a difftool ``.safetensors``, a course ``.pth``, an explainingai ``.pth`` or a diffusers folder."""
-    from difftool.models import build
+    """Load a difftool ``.safetensors``, a course ``.pth``, an explainingai ``.pth`` or a diffusers folder.
+
+    Validated before anything is built or run (:mod:`difftool.models.validate`): every key and shape against
+    the architecture, dtypes, finite values; each problem is one DifftoolError line.
+    """
+    from difftool.models.validate import build_checked
 
     path = Path(path)
     # -- diffusers model folder (pipeline / flat / training layout): UNet2DModel + scheduler config
@@ -62,6 +67,8 @@ def load(path: str | Path) -> LoadedModel:
         from difftool.models.diffusers_unet import load_folder
 
         return load_folder(folder)
+    if path.is_dir():
+        raise DifftoolError(f"{path} is a folder, not a checkpoint file (nor a diffusers model folder)")
     if not path.is_file():
         raise DifftoolError(f"checkpoint not found: {path}")
     if _is_safetensors(path):
@@ -69,21 +76,14 @@ def load(path: str | Path) -> LoadedModel:
     else:
         state = _read_pth(path)
         card = card_from_state_dict(state, path)
-    module = build(card.model)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise DifftoolError(f"{path}: weights do not fit the {card.model.arch} config ({detail[:300]})") from None
+    module = build_checked(card.model, state, path)
     return LoadedModel(module.eval(), card, path)
 
 
 def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors: 8-byte little-endian header length, then a JSON object starting with '{'.
-    return len(head) == 9 and head[8:9] == b"{"
+    from difftool.filekind import head, looks_like_safetensors
+
+    return looks_like_safetensors(head(path, 9))
 
 
 def _read_safetensors(path: Path):
@@ -94,49 +94,70 @@ def _read_safetensors(path: Path):
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several error types for corrupt files
-        raise DifftoolError(f"{path} is not a readable safetensors file ({exc})") from None
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DifftoolError(f"{path} is a corrupt or truncated safetensors file ({msg})") from None
     if CARD_KEY not in meta:
         raise DifftoolError(
             f"{path} has no difftool metadata; it was not written by difftool. "
             "Course and explainingai .pth state dicts load as they are; train with `difftool train`."
         )
-    return state, ModelCard.from_json(meta[CARD_KEY])
+    try:
+        return state, ModelCard.from_json(meta[CARD_KEY])
+    except DifftoolError as exc:
+        raise DifftoolError(f"{path}: {exc}") from None
 
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A bare state dict from a ``.pth``, read with ``weights_only=True`` (plain tensors, never code)."""
+    from difftool.models.pthfile import explain_load_error, reject_non_checkpoint, state_dict_of
+
+    reject_non_checkpoint(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DifftoolError(
-            f"cannot read {path} as a PyTorch state dict ({msg[:200]}); only plain tensors are loaded "
-            "(weights_only=True) for safety"
-        ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DifftoolError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+        raise DifftoolError(explain_load_error(path, exc)) from None
+    return state_dict_of(obj, path)
 
 
 def card_from_state_dict(state: dict[str, torch.Tensor], path: Path | str = "<state dict>") -> ModelCard:
-    """Detect the family of a bare state dict and recover its config from tensor shapes."""
+    """Detect the family of a bare state dict and recover its config from tensor shapes.
+
+    Class names: the course's own five (hero, non-hero, food, spell, side-facing) only when the course
+    model has exactly 5 context features, i.e. the course's own labelling; any other class count, and any
+    class-conditional explainingai-style file, gets generic ``class0 .. classN-1`` (name them with
+    ``difftool export --classes``; ``--class`` by index always works).
+    """
     if all(k in state for k in COURSE_KEYS):
-        return ModelCard(model=_course_config(state), schedule=ScheduleConfig.course(),
-                         class_names=COURSE_CLASSES, source="course",
+        cfg = _recover(_course_config, state, path, "course ContextUnet")
+        names = COURSE_CLASSES if cfg.n_cfeat == len(COURSE_CLASSES) else generic_class_names(cfg.n_cfeat)
+        return ModelCard(model=cfg, schedule=ScheduleConfig.course(), class_names=names, source="course",
                          credit="DeepLearning.AI 'How Diffusion Models Work' ContextUnet")
     if all(k in state for k in EXPLAININGAI_KEYS):
-        cfg = _explainingai_config(state)
-        return ModelCard(model=cfg, schedule=ScheduleConfig(), source="explainingai",
-                         credit="explainingai-code/DDPM-Pytorch Unet")
+        cfg = _recover(_explainingai_config, state, path, "explainingai Unet")
+        return ModelCard(model=cfg, schedule=ScheduleConfig(), class_names=generic_class_names(cfg.num_classes),
+                         source="explainingai", credit="explainingai-code/DDPM-Pytorch Unet")
     sample = ", ".join(sorted(state)[:4])
     raise DifftoolError(
         f"{path}: unrecognised checkpoint (keys start {sample} ...). Expected a difftool .safetensors, "
         f"a course ContextUnet state dict (keys {', '.join(COURSE_KEYS)}) or an explainingai Unet "
         f"state dict (keys {', '.join(EXPLAININGAI_KEYS)})"
     )
+
+
+def generic_class_names(n: int) -> tuple[str, ...]:
+    return tuple(f"class{i}" for i in range(n))
+
+
+def _recover(fn, state, path, family: str):
+    """Run a config-recovery function; a tensor of the wrong rank becomes one line, not an IndexError."""
+    try:
+        return fn(state)
+    except (IndexError, KeyError, ValueError, TypeError) as exc:
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)}" for k in COURSE_KEYS + EXPLAININGAI_KEYS if k in state)
+        raise DifftoolError(f"{path}: looks like a {family} state dict, but its config cannot be recovered from "
+                            f"the tensor shapes ({shapes}; {type(exc).__name__}: {exc})") from None
 
 
 def _course_config(state) -> ContextUnetConfig:

@@ -9,6 +9,10 @@ shortcut inside ``forward`` on every call (in_channels != n_feat), which is neve
 Its weights and bias are zero-mean (Kaiming-uniform), so its expected output is zero; difftool uses
 that expectation, i.e. the block computes ``conv2(conv1(x)) / 1.414``. This makes the network
 deterministic and exportable; it is the only way to give course checkpoints a defined output.
+
+``ContextUnet.set_shortcut("random", seed)`` restores the course's behaviour for measurements and course-recipe
+training: every forward draws a fresh 1x1 conv (weights and bias ~ U(-1/sqrt(C_in), 1/sqrt(C_in)), the
+``nn.Conv2d`` default init), from its own seeded generator instead of the global RNG.
 """
 
 from __future__ import annotations
@@ -30,14 +34,30 @@ class ResidualConvBlock(nn.Module):
         self.conv2 = nn.Sequential(
             nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels), nn.GELU()
         )
+        self.shortcut = "zero"  # "zero" (its expectation) | "random" (the course: a fresh conv per forward)
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = self.conv2(self.conv1(x))
         if not self.is_res:
             return x2
         # Course: shortcut = x if same channels, else a fresh random 1x1 conv (expectation: 0).
-        out = x + x2 if self.same_channels else x2
+        if self.same_channels:
+            out = x + x2
+        elif self.shortcut == "random":
+            out = random_shortcut(x, x2.shape[1], self.generator) + x2
+        else:
+            out = x2
         return out / 1.414
+
+
+def random_shortcut(x: torch.Tensor, out_channels: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The course's in-forward ``nn.Conv2d(C_in, out_channels, 1)``: default (Kaiming-uniform) init, applied once."""
+    c_in = x.shape[1]
+    bound = 1.0 / c_in**0.5
+    w = (torch.rand(out_channels, c_in, 1, 1, generator=generator) * 2 - 1) * bound
+    b = (torch.rand(out_channels, generator=generator) * 2 - 1) * bound
+    return torch.nn.functional.conv2d(x, w.to(x.device, x.dtype), b.to(x.device, x.dtype))
 
 
 class UnetDown(nn.Module):
@@ -106,6 +126,14 @@ class ContextUnet(nn.Module):
         self.out = nn.Sequential(
             nn.Conv2d(2 * nf, nf, 3, 1, 1), nn.GroupNorm(8, nf), nn.ReLU(), nn.Conv2d(nf, c_in, 3, 1, 1)
         )
+
+    def set_shortcut(self, mode: str, seed: int | None = None) -> None:
+        """``"zero"`` (difftool's deterministic default) or ``"random"`` (the course's fresh conv per forward)."""
+        if mode not in ("zero", "random"):
+            raise ValueError(f"shortcut must be 'zero' or 'random', got {mode!r}")
+        block = self.init_conv
+        block.shortcut = mode
+        block.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h0 = self.init_conv(x)  # (B, F, H, W)

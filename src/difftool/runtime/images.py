@@ -20,8 +20,19 @@ def to_uint8(x: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> n
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
         raise DifftoolError(f"value_range must be (low, high) with high > low, got {value_range}")
+    check_finite(x)
     scaled = (np.clip(x.astype(np.float32), lo, hi) - lo) * (255.0 / (hi - lo))
     return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1).copy()  # (B, H, W, C)
+
+
+def check_finite(x: np.ndarray) -> np.ndarray:
+    """``x`` itself; a sample with NaN or inf is an error, never a silently black/white image."""
+    if x.size and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+        raise DifftoolError(
+            f"sampling produced non-finite values (NaN or inf) in {bad} of {len(x)} image(s): the model's "
+            "weights are broken or the settings make it diverge (try a lower --guidance or eta, or more --steps)")
+    return x
 
 
 def grid(images: np.ndarray, nrow: int, gap: int = 1) -> np.ndarray:
@@ -109,6 +120,8 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
     from difftool.fileio import atomic_write
 
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise DifftoolError(f"cannot write {path}: it is a folder (give a file name, e.g. {path / 'out.png'})")
     if not folder.is_dir():
         raise DifftoolError(f"cannot write {path}: folder {folder} does not exist")
 

@@ -13,10 +13,13 @@ import numpy as np
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Denoiser, StepCallback
 from difftool.runtime.guidance import guided_eps
+from difftool.runtime.images import check_finite
 from difftool.runtime.noise import Noise
 from difftool.runtime.palette import Palette, finish, sampling_hook
 from difftool.runtime.samplers import Coefficients, SamplerRun, get_sampler
 from difftool.runtime.schedules import make_schedule
+
+MAX_MIX_WEIGHT = 100.0  # a context weight beyond this is a typo, not a mixture
 
 
 @dataclass
@@ -128,15 +131,6 @@ class Pipeline:
         return np.eye(k, dtype=np.float32)[labels], labels
 
 
-def check_finite(x: np.ndarray) -> np.ndarray:
-    """``x`` itself, or DifftoolError if any value is NaN/inf (a broken model, never a silent image)."""
-    if not np.isfinite(x).all():
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise DifftoolError(f"sampling produced {bad} non-finite values (NaN/inf): the model's weights or "
-                            "its export are broken; check the checkpoint with `difftool info`")
-    return x
-
-
 def _parse_item(item: str, spec: str) -> tuple[str, float]:
     """``"name=weight"`` or ``"name"`` (weight 1)."""
     name, sep, weight = item.partition("=")
@@ -146,6 +140,10 @@ def _parse_item(item: str, spec: str) -> tuple[str, float]:
     if not sep:
         return name, 1.0
     try:
-        return name, float(weight)
+        value = float(weight)
     except ValueError:
         raise DifftoolError(f"bad weight {weight.strip()!r} for {name!r} in context {spec!r}") from None
+    if not -MAX_MIX_WEIGHT <= value <= MAX_MIX_WEIGHT:  # also rejects nan and inf
+        raise DifftoolError(f"weight {weight.strip()!r} for {name!r} in context {spec!r} must be a finite "
+                            f"number within +-{MAX_MIX_WEIGHT:g}")
+    return name, value

@@ -183,7 +183,8 @@ def train(cfg: TrainConfig, console=None) -> Path:
     weights = class_weights(ds.labels, cfg.class_balance)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "card": card.to_dict()}, indent=2))
+        text = json.dumps({"train": asdict(cfg), "card": card.to_dict()}, indent=2)
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(text))
 
     progress = _Progress(console, total, enabled=dist.main)
     t_start, seen, log_loss = time.perf_counter(), 0, []
@@ -259,7 +260,8 @@ def _check_ranks_in_sync(out: Path, model, dist: _Dist) -> None:
     digests: list = [None] * dist.world
     torch.distributed.all_gather_object(digests, weights_digest(model))
     if dist.main:
-        (out / "ddp_check.json").write_text(json.dumps({"world_size": dist.world, "digests": digests}))
+        text = json.dumps({"world_size": dist.world, "digests": digests})
+        atomic_write(out / "ddp_check.json", lambda tmp: tmp.write_text(text))
     if len(set(digests)) != 1:
         raise DifftoolError(f"DDP ranks ended with different weights: {digests}")
 

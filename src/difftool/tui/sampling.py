@@ -19,7 +19,7 @@ from textual.message import Message
 from difftool.errors import Cancelled, DifftoolError
 from difftool.generate import request_from_settings
 from difftool.runtime.denoiser import Step
-from difftool.runtime.images import to_uint8
+from difftool.runtime.images import check_finite, to_uint8
 from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.record import mix_text
 from difftool.tui.generation import Cell, Generation, Kind
@@ -201,6 +201,7 @@ def run_job(job: Job, pipeline: Pipeline, post: Callable[[Message], object],
             out = pipeline.sample(job_request(job, grid, pipeline), callback=on_step)
             if is_cancelled():
                 raise Cancelled
+            check_finite(out)  # NaN/inf is a failed generation, never a silently black sprite
             image = frames.pixels(out, job.base)
             elapsed = clock() - t0
     except Cancelled:

@@ -85,6 +85,9 @@ def open_session(path: str | Path, threads: int | None = None, providers: list |
         with ortcheck.quiet_provider_warning():
             sess = ort.InferenceSession(str(path), session_options(threads), providers=chosen)
     except Exception as exc:
+        from difftool.runtime.artifact import _reject_non_onnx
+
+        _reject_non_onnx(path)  # "it looks like an HTML page", ... when the bytes say so
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         if "protobuf" in msg.lower() or type(exc).__name__ == "InvalidProtobuf" or "parse" in msg.lower():
             raise DifftoolError(f"{path} is not a readable ONNX file ({msg})") from None
@@ -135,6 +138,10 @@ def validate(sess, path: str | Path) -> ModelCard:
     outputs = [o.name for o in sess.get_outputs()]
     if "eps" not in outputs:
         raise DifftoolError(f"{path}: output names {outputs} do not match the difftool contract (eps)")
+    if isinstance(path, str | Path) and Path(path).is_file():
+        from difftool.runtime.onnxcheck import load_checked
+
+        load_checked(path, card)  # as `difftool info`: fixed dims against the card, finite weights
     return card
 
 
