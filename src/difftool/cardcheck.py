@@ -19,7 +19,6 @@ MAX_IMAGE = 4096
 MAX_CLASSES = 100_000
 MAX_TIMESTEPS = 100_000
 MAX_LEVELS = 16
-SAMPLERS = ("ddim", "ddpm", "dpmpp_2m", "dpm++")
 
 
 def _fail(field: str, need: str, got: Any) -> None:
@@ -112,10 +111,17 @@ def _check_sampling(sampling: Any) -> None:
     if not isinstance(sampling, dict):
         _fail("sampling", "an object", sampling)
     if "sampler" in sampling:
-        _choice("sampling.sampler", sampling["sampler"], SAMPLERS)
+        _choice("sampling.sampler", sampling["sampler"], _sampler_choices())
     if "steps" in sampling:
         _int("sampling.steps", sampling["steps"], 1, MAX_TIMESTEPS)
     if "eta" in sampling:
         _float("sampling.eta", sampling["eta"], 0.0, 100.0)
     if "guidance" in sampling:
         _float("sampling.guidance", sampling["guidance"], 0.0, 100.0)
+
+
+def _sampler_choices() -> tuple[str, ...]:
+    """Every registered sampler name and alias (the registry is the one list)."""
+    from difftool.runtime.samplers import choices
+
+    return choices()

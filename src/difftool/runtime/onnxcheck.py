@@ -107,6 +107,16 @@ def check_weights(graph, path: str | Path) -> None:
 
 
 def check_model(model, card: ModelCard, path: str | Path) -> None:
+    """The U-Net contract (x, t, context) and finite weights; a one-file generator has its own contract, which
+    its session checks (``runtime.generator``), so only its weights are checked here (those in the Loop body
+    included)."""
+    if any(p.key == "difftool_generator" for p in model.metadata_props):
+        check_weights(model.graph, path)
+        for node in model.graph.node:
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    check_weights(attr.g, path)
+        return
     check_io(model.graph, card, path)
     check_weights(model.graph, path)
 
