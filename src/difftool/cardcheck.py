@@ -42,6 +42,8 @@ def _choice(field: str, value: Any, choices) -> None:
 
 
 def check_model(model) -> None:
+    if model.arch not in ("unet", "context_unet"):  # diffusers UNet2DModel configs are checked by diffusers_io
+        return
     for f in fields(model):
         value = getattr(model, f.name)
         name = f"model.{f.name}"
@@ -67,7 +69,7 @@ def check_model(model) -> None:
 
 
 def check_schedule(s) -> None:
-    _choice("schedule.kind", s.kind, ("linear", "cosine"))
+    _choice("schedule.kind", s.kind, ("linear", "cosine", "scaled_linear"))
     _choice("schedule.convention", s.convention, ("standard", "course"))
     _choice("schedule.time_input", s.time_input, ("index", "fraction"))
     _int("schedule.num_timesteps", s.num_timesteps, 2, MAX_TIMESTEPS)
