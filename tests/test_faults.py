@@ -99,7 +99,7 @@ def test_export_killed_mid_write_keeps_old_file(tmp_path, ckpt):
 def test_tui_save_killed_mid_write_keeps_old_file(tmp_path):
     out = tmp_path / "sheet.png"
     out.write_bytes(OLD)
-    code = ("import numpy as np; from pathlib import Path; from difftool.tui.imaging import save_png; "
+    code = ("import numpy as np; from pathlib import Path; from difftool.tui.saving import save_png; "
             f"save_png(Path({str(out)!r}), np.zeros((8, 8, 3), np.uint8), scale=2)")
     stalled = kill_mid_write(tmp_path, "pil", ["-c", code])
     _assert_old_or_complete(out, stalled)
