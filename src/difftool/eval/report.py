@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from difftool.errors import DifftoolError
+from difftool.eval.colors import EvalPalettes, eval_palettes, figures, palette_info, resolve_mode, row_palette
 from difftool.eval.judge import Judge
 from difftool.eval.metrics import (
     DUPLICATE_RMS,
@@ -41,6 +42,8 @@ from difftool.eval.metrics import (
     frechet_distance_from_stats,
     nearest_train_rms,
 )
+from difftool.eval.phases import Classes, _class_plan, _diversity, _model_info, _real_stats
+from difftool.eval.table import render_table  # noqa: F401 (re-exported: difftool.eval.report.render_table)
 from difftool.runtime.images import to_uint8
 from difftool.runtime.palette import Palette, finish
 
@@ -387,8 +390,3 @@ def _score_row(cfg: _Config, samples: np.ndarray, seconds: float, judge: Judge, 
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
-
-
-from difftool.eval.colors import EvalPalettes, eval_palettes, figures, palette_info, resolve_mode, row_palette  # noqa: E402
-from difftool.eval.phases import Classes, _class_plan, _diversity, _model_info, _real_stats  # noqa: E402
-from difftool.eval.table import render_table  # noqa: E402,F401
