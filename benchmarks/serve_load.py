@@ -11,6 +11,7 @@ batch each server actually ran: ``min(clients x 16, max_batch / 2)`` sprites for
 
     python benchmarks/serve_load.py                       # a few minutes on 2 cores
     python benchmarks/serve_load.py --clients 1,4 --requests 2,2 --steps 4    # smoke
+    python benchmarks/serve_load.py --n 1 --requests 24,12,6 --tag n1    # one sprite per request (a game)
 
 Only 127.0.0.1 is contacted; every loop is bounded in requests and time; the servers are stopped at the end.
 Writes ``<out-dir>/serve-<date>-<host>.json`` and ``<out-dir>/serve_latest.md``.
@@ -61,6 +62,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=128, help="network rows per tick of both servers")
     p.add_argument("--level-timeout", type=float, default=240.0, help="seconds one level may take")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--tag", default="", help="suffix of the result files (e.g. n1: serve_latest-n1.md)")
     args = p.parse_args(argv)
     if len(args.requests) != len(args.clients):
         p.error("--requests needs one count per --clients level")
@@ -243,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         table(levels, bench, args), "", *comparison(levels), ""])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M")
-    (args.out_dir / f"serve-{stamp}-{socket.gethostname()}.json").write_text(json.dumps(record, indent=1))
-    (args.out_dir / "serve_latest.md").write_text(text)
+    tag = f"-{args.tag}" if args.tag else ""
+    (args.out_dir / f"serve{tag}-{stamp}-{socket.gethostname()}.json").write_text(json.dumps(record, indent=1))
+    (args.out_dir / f"serve_latest{tag}.md").write_text(text)
     print(text)
 
 

@@ -74,6 +74,19 @@ def test_iobinding_cpu_path_matches_plain_run(models):
         np.testing.assert_array_equal(plain(x, t, ctx), bound(x, t, ctx).copy())
 
 
+@pytest.mark.parametrize("shards", [2, 3])
+def test_row_shards_are_bit_identical_to_one_run(models, shards):
+    whole = OrtDenoiser(models["cond_onnx"], threads=1, providers=CPU, shards=1)
+    split = OrtDenoiser(models["cond_onnx"], threads=shards, providers=CPU)
+    assert (whole.shards, split.shards) == (1, shards)
+    for batch in (1, 2, 5, 7):  # fewer rows than shards, uneven shards, one row (the N-thread session)
+        x, t, ctx = _inputs(whole.card, batch, batch)
+        np.testing.assert_array_equal(whole(x, t, ctx).copy(), split(x, t, ctx))
+    assert split._pool is not None and split._whole is not None  # both paths ran
+    with pytest.raises(DifftoolError, match="inference failed"):
+        split(x[:, :, :4], t, ctx)
+
+
 def test_non_float32_and_bad_shapes(models):
     den = OrtDenoiser(models["cond_onnx"], threads=1, providers=CPU)
     x, t, ctx = _inputs(den.card, 2)

@@ -115,6 +115,8 @@ def thread_counts(denoisers: dict[str, Denoiser], threads: int) -> dict[str, Any
             opts = sess.get_session_options()
             out[f"{name}.intra_op"] = opts.intra_op_num_threads
             out[f"{name}.inter_op"] = opts.inter_op_num_threads
+        if getattr(den, "shards", None):
+            out[f"{name}.row_shards"] = den.shards  # concurrent single-threaded runs per batch (ort.py)
     import sys
 
     if "torch" in sys.modules:
