@@ -94,7 +94,11 @@ def offline_images(pipe, body: dict) -> np.ndarray:
     request = build_request(pipe, n=body.get("n", 16), class_name=body.get("class"), mix=body.get("mix"),
                             sampler=body.get("sampler"), steps=body.get("steps"), eta=body.get("eta"),
                             guidance=body.get("guidance"), seed=body.get("seed", 0))
-    request = dataclasses.replace(request, **options)
+    from difftool.runtime.palette import resolve_palette
+
+    palette = body.get("palette")
+    palette = ",".join(palette) if isinstance(palette, list) else palette
+    request = dataclasses.replace(request, **options, palette=resolve_palette(palette, pipe.card))
     return to_uint8(pipe.sample(request), pipe.card.value_range)
 
 
@@ -143,6 +147,8 @@ CONCURRENT = [
     {"class": "weapon", "n": 2, "sampler": "unipc", "steps": 5, "guidance": 0, "seed": 2},
     {"n": 2, "sampler": "ddpm", "steps": 8, "variance": "beta", "seed": 9},  # unconditional
     {"class": "2", "n": 2, "steps": 4, "guidance": 1.0, "eta": 0.3, "seed": 4},
+    {"class": "food", "n": 2, "steps": 5, "seed": 8, "palette": "auto"},  # x0 projected in the last steps
+    {"class": "item", "n": 2, "steps": 4, "seed": 6, "palette": ["#000000", "#d04648", "#deeed6", "#597dce"]},
 ]
 
 
@@ -162,7 +168,11 @@ async def test_concurrent_requests_share_ticks_and_match_offline_pixels(server, 
     shared = "difftool_tick_requests_count", 'difftool_tick_requests_bucket{le="1"}'
     ticks_shared = (after[shared[0]] - before[shared[0]]) - (after[shared[1]] - before[shared[1]])
     assert ticks_shared >= max(b["steps"] for b in CONCURRENT)  # requests at different steps, one forward
-    assert after['difftool_requests_total{outcome="ok"}'] - before['difftool_requests_total{outcome="ok"}'] == 6
+    assert after['difftool_requests_total{outcome="ok"}'] - before['difftool_requests_total{outcome="ok"}'] == 8
+    four = {(0, 0, 0), (0xd0, 0x46, 0x48), (0xde, 0xee, 0xd6), (0x59, 0x7d, 0xce)}
+    result = responses[-1].json()
+    pixels = np.stack([decode_png(image) for image in result["images"]]).reshape(-1, 3)
+    assert {tuple(p) for p in pixels} <= four and result["settings"]["palette"].startswith("#000000")
 
 
 def test_json_result_names_the_settings_used(client, pipe):
@@ -173,7 +183,7 @@ def test_json_result_names_the_settings_used(client, pipe):
     assert result["settings"] == {
         "class": "food", "mix": None, "n": 2, "seed": 0, "sampler": card.recommended("sampler"), "steps": 3,
         "eta": card.recommended("eta"), "guidance": card.recommended("guidance"), "spacing": "trailing",
-        "nrow": 2, "scale": 4,
+        "palette": "none", "nrow": 2, "scale": 4,
     }
     assert result["backend"] == "ort-cpu" and len(result["images"]) == 2
 
@@ -270,6 +280,10 @@ BAD = [
     ({"format": "gif"}, 422, "format"),
     ({"nrow": 0}, 422, "nrow"),
     ({"colour": "red"}, 422, "colour"),
+    ({"palette": "/etc/passwd"}, 422, "palette"),  # a server never reads a file a client names
+    ({"palette": 5}, 422, "palette"),
+    ({"palette": ["#zz0000"]}, 422, "palette"),
+    ({"palette": []}, 422, "palette"),
 ]
 
 

@@ -760,3 +760,41 @@ async def test_tui_save_regenerates_with_cli_from_png(tmp_path: Path) -> None:
     # the record carries the sheet layout (gap 0, 3 per row, scale 3): the whole file's pixels are the same
     with Image.open(png) as a, Image.open(out) as b:
         np.testing.assert_array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+async def test_palette_field_projects_and_is_recorded(tmp_path: Path) -> None:
+    """`--palette auto` in the TUI: every saved pixel is a palette colour, the PNG records it, and
+    `difftool generate --from-png` gives the same file; a bad palette is a one-line error, not a crash."""
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from difftool.cli import app as cli
+    from difftool.runtime.loader import load
+    from difftool.runtime.record import read_png
+
+    pipe = load(BUNDLED, backend="ort-cpu")
+    assert pipe.card.palette, "the bundled card stores its learned palette"
+    app = make_app(tmp_path, backends={"ort-cpu": lambda: pipe}, save_scale=2,
+                   settings=Settings(mix="food", sampler="ddim", steps=4, guidance=2.0, seed=5, rows=1, cols=3,
+                                     palette="auto"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        assert app.query_one("#palette", Input).value == "auto"
+        await generate(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        assert not errors(app)
+        (png,) = tmp_path.glob("*.png")
+        app.query_one("#palette", Input).value = str(tmp_path / "missing.gpl")
+        await generate(app, pilot)
+        assert any("palette file not found" in e for e in errors(app))
+    colors = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in pipe.card.palette}
+    sprites = sprites_of_sheet(png, 2, 1, 3, pipe.card.image_size)
+    assert {tuple(p) for p in sprites.reshape(-1, 3)} <= colors
+    assert read_png(png).palette == "auto"
+    out = tmp_path / "again.png"
+    result = CliRunner().invoke(cli, ["generate", str(BUNDLED), "--from-png", str(png), "-o", str(out),
+                                      "--backend", "ort-cpu"])
+    assert result.exit_code == 0, result.output
+    with Image.open(png) as a, Image.open(out) as b:
+        np.testing.assert_array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))

@@ -174,11 +174,13 @@ def tui(
     artifact: Annotated[Path | None, typer.Argument(help="ONNX artifact or checkpoint (default: bundled)")] = None,
     threads: _Threads = None,
     out_dir: Annotated[Path, typer.Option(help="where PNG/GIF/JSON saves go")] = Path("."),
+    palette: opt.PaletteOpt = None,
 ):
     """Generate sprites interactively in the terminal."""
     from difftool.tui.launch import launch
 
-    launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir)
+    launch(artifact if artifact is not None else bundled_model(), threads=threads, out_dir=out_dir,
+           palette=palette)
 
 
 # -- serve ------------------------------------------------------------------------------------------

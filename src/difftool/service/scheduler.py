@@ -27,6 +27,7 @@ import numpy as np
 
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Step
+from difftool.runtime.palette import finish
 from difftool.runtime.guidance import branch_context, check_null_class, combine, eps_converter
 from difftool.runtime.pipeline import Pipeline, SampleRequest, check_finite
 from difftool.service.metrics import Metrics
@@ -259,7 +260,7 @@ class Scheduler:
 
     def _finish(self, job: Job) -> None:
         try:
-            x = check_finite(job.state.x).copy()
+            x = finish(check_finite(job.state.x), job.request.palette, self.pipe.card.value_range).copy()
         except DifftoolError as exc:
             _fail(job, exc)
             self.metrics.request_done("failed")

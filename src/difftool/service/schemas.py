@@ -17,6 +17,7 @@ from typing import Any
 
 from difftool.errors import DifftoolError
 from difftool.runtime import samplers
+from difftool.runtime.palette import palette_spec, resolve_palette
 from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.timesteps import SPACINGS
 from difftool.service.config import ServeConfig
@@ -35,6 +36,8 @@ FIELDS: dict[str, tuple[str, str, str]] = {
     "steps": ("integer", "the model's", "sampling steps (1..max_steps); ddpm: every timestep"),
     "guidance": ("number", "the model's with a class", "classifier-free guidance scale, finite and >= 0"),
     "spacing": ("string", "the sampler's", "timestep spacing: " + " | ".join(SPACINGS)),
+    "palette": ("string | array", "the model's", "auto (the palette the model learned from its training data) | "
+                "none (raw output) | a list of \"#rrggbb\" colours; x0 is projected onto it in the last steps"),
     "format": ("string", "png", "png: the PNG grid; json: base64 PNGs (grid and each sprite) and the settings"),
     "nrow": ("integer", "min(n, 8)", "sprites per grid row"),
     "scale": ("integer", "4", f"pixel upscaling of the PNGs (1..{MAX_SCALE})"),
@@ -71,6 +74,7 @@ class GenerateParams:
     nrow: int = 8
     scale: int = 4
     preview_every: int = 0
+    palette: str | None = None  # a --palette value: auto | none | "#rrggbb,..." (None: the model's)
     options: dict[str, Any] = field(default_factory=dict)  # sampler options given (eta, variance, ...)
 
 
@@ -106,6 +110,7 @@ def parse_generate(data: dict[str, Any], pipe: Pipeline, config: ServeConfig, *,
         spacing=_choice(data, "spacing", SPACINGS), format=_format(data, stream),
         nrow=_int(data, "nrow", min(n, 8), 1, n, over=422), scale=_int(data, "scale", 4, 1, MAX_SCALE, over=422),
         preview_every=_int(data, "preview_every", 0, 0, config.max_steps, over=422) if stream else 0,
+        palette=_palette(data, pipe),
         options=_options(data, sampler or str(pipe.card.recommended("sampler"))),
     )
 
@@ -125,7 +130,8 @@ def to_sample_request(pipe: Pipeline, params: GenerateParams) -> SampleRequest:
                                 variance=options.pop("variance", None))
     except DifftoolError as exc:
         raise FieldError(None, str(exc)) from None
-    return dataclasses.replace(request, **options) if options else request
+    options["palette"] = _load_palette(params.palette, pipe)
+    return dataclasses.replace(request, **options)
 
 
 def check_request(request: SampleRequest, pipe: Pipeline, config: ServeConfig) -> None:
@@ -143,7 +149,7 @@ def settings(request: SampleRequest, params: GenerateParams) -> dict[str, Any]:
                            "sampler": spec.name, "steps": request.steps}
     out.update({name: getattr(request, name) for name in spec.option_names()})
     out.update({"guidance": request.guidance, "spacing": request.spacing or spec.default_spacing,
-                "nrow": params.nrow, "scale": params.scale})
+                "palette": palette_spec(request.palette) or "none", "nrow": params.nrow, "scale": params.scale})
     return out
 
 
@@ -241,6 +247,30 @@ def _options(data: dict[str, Any], sampler: str) -> dict[str, Any]:
         except DifftoolError as exc:
             raise FieldError(name, str(exc)) from None
     return out
+
+
+def _palette(data: dict[str, Any], pipe: Pipeline) -> str | None:
+    """``auto`` | ``none`` | colours (a list or a comma-separated string of ``#rrggbb``), as a --palette value;
+    never a file name (a server does not read files a client names)."""
+    value = data.get("palette")
+    if value is None:
+        return None
+    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        value = ",".join(c.strip() for c in value)
+    if not isinstance(value, str):
+        raise FieldError("palette", f"must be \"auto\", \"none\" or a list of \"#rrggbb\" colours, got {json.dumps(value)}")
+    text = value.strip()
+    if text.lower() not in ("auto", "none") and not text.startswith("#"):
+        raise FieldError("palette", f"must be \"auto\", \"none\" or \"#rrggbb\" colours, got {json.dumps(value)}")
+    _load_palette(text, pipe)  # the card has one (auto), the colours parse
+    return text
+
+
+def _load_palette(spec: str | None, pipe: Pipeline):
+    try:
+        return resolve_palette(spec, pipe.card)
+    except DifftoolError as exc:
+        raise FieldError("palette", str(exc)) from None
 
 
 def _context(data: dict[str, Any], pipe: Pipeline) -> tuple[str | None, str | None]:

@@ -43,6 +43,7 @@ def run_tui(
     random_seed: bool = False,
     rows: int = 4,
     cols: int = 4,
+    palette: str | None = None,
     zoom: int = 1,
     save_scale: int = 8,
     gif_scale: int = 4,
@@ -55,7 +56,8 @@ def run_tui(
     backend choice (e.g. ``{"ort-cpu": ..., "torch-cpu": ...}``). ``mix``: initial class or mixture text
     ("" = the model's first class). ``sampler``, ``steps``, ``guidance`` and the sampler ``options``
     (``eta=``, ``variance=``, ... as the sampler registry names them): None = the model's default
-    (:func:`difftool.runtime.defaults.resolve`, applied once the model is loaded). ``output_dir``: where
+    (:func:`difftool.runtime.defaults.resolve`, applied once the model is loaded). ``palette``: a
+    ``--palette`` value (auto, none, a file, #rrggbb colours; None: the model's). ``output_dir``: where
     PNG/GIF/JSON go (default: the current dir). ``keymap``: binding id -> keys, e.g.
     ``{"difftool.generate": "f5"}``. Raises ``DifftoolError`` on invalid initial settings.
     """
@@ -63,7 +65,7 @@ def run_tui(
 
     backends = dict(pipeline_factory) if isinstance(pipeline_factory, Mapping) else {"default": pipeline_factory}
     settings = Settings(mix=mix, sampler=sampler, steps=steps, guidance=guidance, options=options, seed=seed,
-                        random_seed=random_seed, rows=rows, cols=cols)
+                        random_seed=random_seed, rows=rows, cols=cols, palette=palette)
     app = SpriteApp(backends, settings=settings, output_dir=output_dir, zoom=zoom, save_scale=save_scale,
                     gif_scale=gif_scale, keymap=keymap)
     gc.freeze()  # keep start-up objects out of gen-2 collections: fewer GC pauses while frames stream

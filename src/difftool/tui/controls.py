@@ -1,4 +1,4 @@
-"""The control panel: class/mix, sampler and its options, steps, guidance, seed, grid size and backend.
+"""The control panel: class/mix, sampler and its options, steps, guidance, palette, seed, grid and backend.
 
 It only edits and validates values. The sampler list, its labels and each sampler's options (eta for
 DDIM, variance for DDPM, ...) come from the sampler registry; only the selected sampler's options are
@@ -98,6 +98,9 @@ class ControlPanel(VerticalScroll):
         yield _field("guidance", Input(_text(s.guidance), id="guidance", type="number", placeholder=DEFAULT,
                                        compact=True),
                      "Classifier-free guidance scale (1 = off)")
+        yield _field("palette", Input(s.palette or "", id="palette", placeholder=DEFAULT, compact=True),
+                     "auto: the palette the model learned from its training data | none: raw output | a .gpl, "
+                     "hex-list or PNG file | #rrggbb,... colours; x0 is projected onto it in the last steps")
         yield Label("Seed & grid", classes="section")
         yield _field("seed", Input(str(s.seed), id="seed", type="integer", compact=True),
                      "Base seed: sprite i uses seed + i")
@@ -146,7 +149,8 @@ class ControlPanel(VerticalScroll):
         base = resolve(card, conditioned=conditioned, sampler=sampler)
         if sampler is None:
             self.set_sampler(base.sampler)
-        for widget_id, value in (("steps", base.steps), ("guidance", base.guidance)):
+        palette = str(card.recommended("palette") or "none")
+        for widget_id, value in (("steps", base.steps), ("guidance", base.guidance), ("palette", palette)):
             widget = self.query_one(f"#{widget_id}", Input)
             if not widget.value.strip():
                 widget.value = _text(value)
@@ -232,6 +236,7 @@ class ControlPanel(VerticalScroll):
             random_seed=self.query_one("#random-seed", Checkbox).value,
             rows=rows,
             cols=cols,
+            palette=self.query_one("#palette", Input).value.strip() or None,
         )
         max_steps = self.card.schedule.num_timesteps if self.card is not None else None
         return settings.validate(max_steps)
@@ -243,6 +248,7 @@ class ControlPanel(VerticalScroll):
             self.set_sampler(settings.sampler)
         self.query_one("#steps", Input).value = _text(settings.steps)
         self.query_one("#guidance", Input).value = _text(settings.guidance)
+        self.query_one("#palette", Input).value = settings.palette or ""
         for name, value in settings.options.items():
             if name in self._options:
                 self._set_option(name, value)

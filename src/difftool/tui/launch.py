@@ -54,6 +54,9 @@ def launch(artifact: str | Path, *, threads: int | None = None, out_dir: str | P
     if not path.is_file() and diffusers_folder(path) is None:  # a file, or a diffusers model folder
         raise DifftoolError(f"model file not found: {path}")
     card = read_card(path)  # fail early, before the UI starts, on a file that is not a model
+    from difftool.runtime.palette import resolve_palette
+
+    resolve_palette(settings.get("palette"), card)  # a bad --palette fails here, not in the first job
     if card.conditional:
         settings.setdefault("mix", card.class_names[0] if card.class_names else "0")
     options = {name: settings.pop(name) for name in option_names() if name in settings}

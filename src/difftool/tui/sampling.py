@@ -20,6 +20,7 @@ from difftool.errors import Cancelled, DifftoolError
 from difftool.generate import request_from_settings
 from difftool.runtime.denoiser import Step
 from difftool.runtime.images import check_finite, to_uint8
+from difftool.runtime.palette import resolve_palette
 from difftool.runtime.pipeline import Pipeline, SampleRequest
 from difftool.runtime.record import mix_text
 from difftool.tui.generation import Cell, Generation, Kind
@@ -102,7 +103,8 @@ def grid_request(job: Job, pipeline: Pipeline) -> SampleRequest:
     """The request for every cell of the grid (what the saved PNG's record holds)."""
     seeds = [cell.seed for cell in job.cells]
     context = context_for(pipeline, [cell.mix for cell in job.cells])
-    return request_from_settings(job.settings.sampling(), context, seed=seeds[0], seeds=seeds)
+    request = request_from_settings(job.settings.sampling(), context, seed=seeds[0], seeds=seeds)
+    return replace(request, palette=resolve_palette(job.settings.palette, pipeline.card))
 
 
 def job_request(job: Job, grid: SampleRequest, pipeline: Pipeline) -> SampleRequest:

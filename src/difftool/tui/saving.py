@@ -18,6 +18,7 @@ import numpy as np
 from difftool import __version__
 from difftool.fileio import atomic_write
 from difftool.runtime.images import grid, save_gif, save_png
+from difftool.runtime.palette import palette_spec
 from difftool.runtime.record import GenerationRecord
 from difftool.tui.generation import Generation
 from difftool.tui.settings import slug
@@ -41,7 +42,7 @@ def record(gen: Generation, scale: int) -> GenerationRecord | None:
     if gen.request is None or gen.card is None:
         return None
     return GenerationRecord.from_request(gen.request, card=gen.card, model=gen.model_path, nrow=gen.settings.cols,
-                                         scale=scale, gap=0)
+                                         scale=scale, gap=0, palette=palette_spec(gen.request.palette))
 
 
 def base_stem(gen: Generation) -> str:

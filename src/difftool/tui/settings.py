@@ -18,6 +18,7 @@ from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.defaults import Settings as Sampling
 from difftool.runtime.defaults import resolve
+from difftool.runtime.palette import resolve_palette
 from difftool.runtime.samplers import canonical_name, get_sampler, option_names
 
 MIN_GRID, MAX_GRID = 1, 8
@@ -41,6 +42,7 @@ class Settings:
     random_seed: bool = False
     rows: int = 4
     cols: int = 4
+    palette: str | None = None  # a --palette value: auto | none | FILE | "#rrggbb,..." (None: the model's)
 
     @property
     def n(self) -> int:
@@ -63,8 +65,9 @@ class Settings:
         mix = self.mix or "uncond"
         guidance = "g?" if self.guidance is None else f"g{self.guidance:g}"
         sampler = get_sampler(self.sampler).short if self.sampler else "default"
+        palette = "" if (self.palette or "none").lower() == "none" else f" pal:{self.palette}"
         return (f"{mix} {sampler} {self.steps or '?'}st {guidance} s{self.seed} "
-                f"{self.rows}x{self.cols}")
+                f"{self.rows}x{self.cols}{palette}")
 
     def sampling(self) -> Sampling:
         """The sampler part as :class:`difftool.runtime.defaults.Settings` (for a resolved record)."""
@@ -77,7 +80,10 @@ class Settings:
         given = {name: value for name, value in self.options.items() if value is not None}
         s = resolve(card, conditioned=bool(self.mix), sampler=self.sampler, steps=self.steps,
                     guidance=self.guidance, **given)
-        out = replace(self, sampler=s.sampler, steps=s.steps, guidance=s.guidance, options=dict(s.options))
+        palette = self.palette if self.palette else str(card.recommended("palette") or "none")
+        out = replace(self, sampler=s.sampler, steps=s.steps, guidance=s.guidance, options=dict(s.options),
+                      palette=palette)
+        resolve_palette(palette, card)  # DifftoolError with a fix hint: no learned palette, bad file
         return out.validate(card.schedule.num_timesteps)
 
     def validate(self, max_steps: int | None = None) -> Settings:
