@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loop-repeats", type=int, default=None, help="sampling loops per runner (default 3; quick 1)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-profile", action="store_true", help="skip the onnxruntime profile")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="training images/s per preset: optimizer steps per preset (default 20; quick 0: skipped)")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "difftool" / "bench",
                    help="exported graphs, keyed by a hash of the weights")
@@ -90,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.block_s = 0.02 if args.quick else 0.15
     args.no_compile = args.no_compile or args.quick
     args.no_profile = args.no_profile or args.quick
+    args.train_steps = (0 if args.quick else 20) if args.train_steps is None else args.train_steps
     return args
 
 
@@ -554,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
             say("profile ...")
             batch = 16 if 16 in args.batches else max(args.batches)
             extras["profile"] = ort_profile(preps["course"], batch, args.threads)
+    if args.train_steps:
+        from difftool.bench.training import train_throughput
+
+        say("training throughput ...")
+        extras["training"] = train_throughput(REPO.parent / "shared" / "data", args.train_steps, args.threads)
     record = {
         "schema": "difftool.benchmarks/1",
         "created": started.isoformat(timespec="seconds"),

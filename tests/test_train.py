@@ -145,3 +145,23 @@ def test_flip_defaults_follow_the_dataset():
     assert not flips(TrainConfig(dataset="digits")) and not flips(TrainConfig(dataset="mnist"))
     assert flips(TrainConfig(dataset="sprites")) and flips(TrainConfig(dataset="images"))
     assert flips(TrainConfig(dataset="digits", hflip=True)) and not flips(TrainConfig(dataset="sprites", hflip=False))
+
+
+def test_default_preset_depends_on_dataset_and_device():
+    from difftool.models.presets import default_preset, preset
+
+    assert default_preset("mnist", "cpu") == "mnist-cpu" and default_preset("mnist", "cuda") == "mnist"
+    assert default_preset("sprites", "cpu") == default_preset("sprites", "cuda") == "sprite"
+    small, big = preset("mnist-cpu", 1, 28, 10), preset("mnist", 1, 28, 10)
+    assert small.im_size == big.im_size == 28 and not any(small.attention) and all(big.attention)
+
+
+def test_training_throughput_bench_reads_the_loops_own_rate(tmp_path):
+    from difftool.bench.training import TrainCase, cpu_bf16_units, table, train_throughput
+
+    cases = (TrainCase("tiny", "digits", "", batch=16), TrainCase("sprite", "sprites", "no-such-folder"))
+    result = train_throughput(tmp_path, steps=4, threads=1, cases=cases)
+    ran, skipped = result["rows"]
+    assert ran["preset"] == "tiny" and ran["images_per_s"] > 0 and np.isfinite(ran["loss"])
+    assert "no data at" in skipped["skipped"] and "skipped: no data" in table(result)
+    assert result["bf16"] == (cpu_bf16_units() or "available")

@@ -39,8 +39,9 @@ def train(
     dataset: Annotated[str, typer.Option(help="sprites | mnist | images | digits")] = "sprites",
     data: Annotated[list[Path] | None, typer.Option(help="dataset folder/file (repeat to combine sprite folders)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints, samples, log)")] = Path("runs/run"),
-    model: Annotated[str, typer.Option(help="model preset: sprite | tiny | mnist | course | diffusers (a diffusers "
-                                            "UNet2DModel; default: per dataset)")] = "",
+    model: Annotated[str, typer.Option(help="model preset: sprite | tiny | mnist (explainingai's size, for GPUs) | "
+                                            "mnist-cpu | course | diffusers (a diffusers UNet2DModel); default: per "
+                                            "dataset and device (mnist: mnist-cpu on a CPU)")] = "",
     unet_config: Annotated[Path | None, typer.Option(help="--model diffusers: a UNet2DModel config JSON (default: "
                                                           "sized like the bundled model)")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 100,

@@ -110,6 +110,12 @@ def extras_section(extras: dict[str, Any]) -> list[str]:
             lines.append(f"| {op['op']} | {100 * op['share']:.1f} % | {op['ms']:.3f} | {op['nodes']} |")
         lines += ["", *(f"- {line}" for line in prof.get("notes", []))]
         lines.append("")
+    training = extras.get("training")
+    if training:
+        from difftool.bench.training import table
+
+        lines += [f"## Training throughput ({training['threads']} threads, the real training loop)", "",
+                  table(training), "", f"- bf16 autocast: {training['bf16']}", ""]
     return lines
 
 

@@ -31,6 +31,14 @@ def mnist(channels: int = 1, size: int = 28, num_classes: int = 10) -> UnetConfi
     return UnetConfig(im_channels=channels, im_size=size, num_classes=num_classes)
 
 
+def mnist_cpu(channels: int = 1, size: int = 28, num_classes: int = 10) -> UnetConfig:
+    """MNIST sized for a 2-core CPU: widths 32-64-64, one layer per block, attention only in the 7x7 middle
+    (explainingai's default attends at 28x28, which costs most of its ~40x larger compute)."""
+    return UnetConfig(im_channels=channels, im_size=size, down_channels=(16, 32, 64), mid_channels=(64, 64, 32),
+                      down_sample=(True, True), attention=(False, False), time_emb_dim=64, num_down_layers=1,
+                      num_mid_layers=1, num_up_layers=1, num_heads=4, out_width=16, num_classes=num_classes)
+
+
 def course(channels: int = 3, size: int = 16, num_classes: int = 5) -> ContextUnetConfig:
     """The DeepLearning.AI course ContextUnet (n_feat 64)."""
     return ContextUnetConfig(in_channels=channels, n_feat=64, n_cfeat=num_classes, height=size)
@@ -81,8 +89,17 @@ def diffusers_from_json(path: str | Path, channels: int, size: int, num_classes:
     return diffusers(channels, size, num_classes, unet=unet)
 
 
-PRESETS = {"sprite": sprite, "tiny": tiny, "mnist": mnist, "course": course, "diffusers": diffusers}
+PRESETS = {"sprite": sprite, "tiny": tiny, "mnist": mnist, "mnist-cpu": mnist_cpu, "course": course,
+           "diffusers": diffusers}
 DEFAULT_FOR_DATASET = {"sprites": "sprite", "digits": "tiny", "mnist": "mnist", "images": "sprite"}
+CPU_DEFAULT_FOR_DATASET = {"mnist": "mnist-cpu"}  # where the GPU-sized default would take hours on a CPU
+
+
+def default_preset(dataset: str, device_type: str = "cpu") -> str:
+    """The preset ``difftool train --dataset D`` builds when ``--model`` is left out, on this device type."""
+    if device_type != "cuda" and dataset in CPU_DEFAULT_FOR_DATASET:
+        return CPU_DEFAULT_FOR_DATASET[dataset]
+    return DEFAULT_FOR_DATASET.get(dataset, "sprite")
 
 
 def preset(name: str, channels: int, size: int, num_classes: int) -> ModelConfig:

@@ -27,8 +27,8 @@ import numpy as np
 
 from difftool.errors import DifftoolError
 from difftool.runtime.denoiser import Step
-from difftool.runtime.palette import finish
 from difftool.runtime.guidance import branch_context, check_null_class, combine, eps_converter
+from difftool.runtime.palette import finish
 from difftool.runtime.pipeline import Pipeline, SampleRequest, check_finite
 from difftool.service.metrics import Metrics
 

@@ -32,7 +32,7 @@ from difftool.errors import DifftoolError
 from difftool.fileio import atomic_write
 from difftool.models import build
 from difftool.models.checkpoint import save
-from difftool.models.presets import DEFAULT_FOR_DATASET, preset
+from difftool.models.presets import default_preset, preset
 from difftool.runtime.schedules import make_schedule
 from difftool.train.devices import DistEnv, cuda_device_count, plan_device
 from difftool.train.steps import (  # noqa: F401 (re-exported: the loop's parts, tested by name)
@@ -107,8 +107,8 @@ class _Dist:
             torch.distributed.destroy_process_group()
 
 
-def build_card(cfg: TrainConfig, ds) -> ModelCard:
-    name = cfg.model or DEFAULT_FOR_DATASET.get(cfg.dataset, "sprite")
+def build_card(cfg: TrainConfig, ds, device_type: str = "cpu") -> ModelCard:
+    name = cfg.model or default_preset(cfg.dataset, device_type)
     channels, size = int(ds.images.shape[1]), int(ds.images.shape[2])
     if name == "diffusers" and cfg.unet_config:  # a UNet2DModel config given as JSON
         from difftool.models.presets import diffusers_from_json
@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
                       **({"paths": paths} if len(paths) > 1 else {}), **cfg.dataset_options)
     if len(ds) == 0:
         raise DifftoolError(f"the {cfg.dataset} dataset at {paths} has no images")
-    card = build_card(cfg, ds)
+    card = build_card(cfg, ds, device.type)
     torch.manual_seed(cfg.seed)
     model = build(card.model).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)

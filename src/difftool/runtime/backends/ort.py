@@ -223,13 +223,14 @@ class OrtDenoiser:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="difftool-shard")
-        bounds = np.linspace(0, rows, min(self.shards, rows) + 1).astype(int)
-        parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+        bounds = np.linspace(0, rows, min(self.shards, rows) + 1).astype(int).tolist()
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in spans]
         futures = [self._pool.submit(self.session.run, ["eps"], part) for part in parts[1:]]
         first = self.session.run(["eps"], parts[0])[0]  # this thread runs one shard itself
         out = np.empty((rows, *first.shape[1:]), dtype=first.dtype)
-        out[:bounds[1]] = first
-        for (a, b), future in zip(zip(bounds[1:-1], bounds[2:]), futures):
+        out[:spans[0][1]] = first
+        for (a, b), future in zip(spans[1:], futures, strict=True):
             out[a:b] = future.result()[0]
         return out
 
