@@ -14,6 +14,7 @@ needs), outputs ``images`` (uint8) and ``sample``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -110,23 +111,14 @@ def export_triton(src, out_dir: str | Path, *, model_name: str | None = None, ma
     Returns ``<out_dir>/<model_name>``; an existing folder of that name is replaced atomically.
     ``export_opts`` go to :func:`~difftool.export.onnx_export.export_onnx` for checkpoints.
     """
-    out_dir = Path(out_dir)
-    name = model_name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(str(getattr(src, "path", src))).stem)
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise DifftoolError(f"invalid Triton model name {name!r} (letters, digits, _ . - only)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.tmp-") as tmp:
-        staged = Path(tmp) / name
-        (staged / "1").mkdir(parents=True)
-        graph = staged / "1" / "model.onnx"
+    name = _model_name(model_name, Path(str(getattr(src, "path", src))).stem)
+    with _staged_model(Path(out_dir), name) as (staged, graph):
         card = _place_graph(src, graph, export_opts)
         (staged / "config.pbtxt").write_text(config_pbtxt(
             card, name, max_batch_size=max_batch_size, kind=kind, count=count,
             preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us))
         (staged / "difftool.json").write_text(json.dumps({"card": card.to_dict()}, indent=2, sort_keys=True))
-        _swap_in(staged, final, Path(tmp))
-    return final
+    return Path(out_dir) / name
 
 
 def export_triton_generator(src, out_dir: str | Path, settings=None, *, model_name: str | None = None,
@@ -139,17 +131,8 @@ def export_triton_generator(src, out_dir: str | Path, settings=None, *, model_na
     from difftool.runtime.artifact import onnx_card
     from difftool.runtime.generator import generator_info
 
-    out_dir = Path(out_dir)
-    stem = Path(str(src)).name.split(".")[0]
-    name = model_name or re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}_generator")
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise DifftoolError(f"invalid Triton model name {name!r} (letters, digits, _ . - only)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.tmp-") as tmp:
-        staged = Path(tmp) / name
-        (staged / "1").mkdir(parents=True)
-        graph = staged / "1" / "model.onnx"
+    name = _model_name(model_name, f"{Path(str(src)).name.split('.')[0]}_generator")
+    with _staged_model(Path(out_dir), name) as (staged, graph):
         summary = export_generator(src, graph, settings or GeneratorSettings(), layout="batched",
                                    image_size=image_size)
         card, info = onnx_card(graph), generator_info(graph)
@@ -158,8 +141,27 @@ def export_triton_generator(src, out_dir: str | Path, settings=None, *, model_na
             preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us))
         (staged / "difftool.json").write_text(json.dumps({"card": card.to_dict(), "generator": json.loads(
             info.to_json())}, indent=2, sort_keys=True))
-        _swap_in(staged, final, Path(tmp))
-    return {**summary, "path": str(final), "format": "triton generator"}
+    return {**summary, "path": str(Path(out_dir) / name), "format": "triton generator"}
+
+
+def _model_name(given: str | None, derived: str) -> str:
+    """The Triton model name: ``given`` as it is, else ``derived`` with other characters made ``_``;
+    DifftoolError unless it is letters, digits, ``_ . -`` (not starting with . or -)."""
+    name = given or re.sub(r"[^A-Za-z0-9_.-]", "_", derived)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise DifftoolError(f"invalid Triton model name {name!r} (letters, digits, _ . - only)")
+    return name
+
+
+@contextlib.contextmanager
+def _staged_model(out_dir: Path, name: str):
+    """Yield (folder, its ``1/model.onnx`` path) in a scratch folder; on success it replaces ``out_dir/name``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.tmp-") as tmp:
+        staged = Path(tmp) / name
+        (staged / "1").mkdir(parents=True)
+        yield staged, staged / "1" / "model.onnx"
+        _swap_in(staged, out_dir / name, Path(tmp))
 
 
 def _place_graph(src, graph: Path, export_opts: dict) -> ModelCard:
