@@ -64,6 +64,8 @@ def check_model(model) -> None:
             _int(name, value, 0, MAX_CLASSES)
         elif f.name in ("num_down_layers", "num_mid_layers", "num_up_layers"):
             _int(name, value, 0 if f.name == "num_mid_layers" else 1, MAX_LEVELS)
+        elif f.name == "context_init_std":  # training only; a bad value must still not load silently
+            _float(name, value, 0.0, 100.0)
         else:
             _int(name, value, 1, MAX_WIDTH)
 

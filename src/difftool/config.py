@@ -113,6 +113,7 @@ class UnetConfig:
     num_heads: int = 4
     out_width: int = 16
     num_classes: int = 0
+    context_init_std: float = 0.02  # std of the class embeddings at initialisation (training only)
 
     @property
     def image_size(self) -> int:

@@ -172,7 +172,7 @@ class Unet(nn.Module):
         if cfg.num_classes > 0:
             self.context_proj = nn.Linear(cfg.num_classes, t_dim, bias=False)
             self.null_embedding = nn.Parameter(torch.zeros(t_dim))
-            nn.init.normal_(self.context_proj.weight, std=0.02)
+            nn.init.normal_(self.context_proj.weight, std=cfg.context_init_std)
 
     def embed(self, t: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Time (and class) embedding (B, time_emb_dim)."""
