@@ -1,5 +1,6 @@
 """What a file looks like, from its first bytes (torch-free): for error messages that name the cause.
 
+``model_kind(path)`` names the model-file kind the bytes suggest (``runtime.kinds.sniff`` asks it);
 ``describe(path)`` returns a short noun phrase ("an HTML page", "an empty file", "a Git LFS pointer (the
 real file was never downloaded)") or ``None`` when the bytes do not match anything known.
 """
@@ -61,6 +62,21 @@ def safetensors_header_length(data: bytes) -> int | None:
     if len(data) < 8:
         return None
     return struct.unpack("<Q", data[:8])[0]
+
+
+def model_kind(path: str | Path) -> str | None:
+    """The model-file kind (``runtime.kinds.FILE_KINDS`` key) that ``path``'s first bytes suggest: a
+    safetensors header or a torch zip/pickle -> ``checkpoint``, an ONNX ModelProto -> ``onnx``; else None."""
+    try:
+        data = head(path, 16)
+        size = Path(path).stat().st_size
+    except OSError:
+        return None
+    if looks_like_safetensors(data) or data.startswith(b"PK\x03\x04") or data[:1] == b"\x80":
+        return "checkpoint"
+    if data[:1] == b"\x08" and size > 16:
+        return "onnx"  # ModelProto field 1 (ir_version), varint
+    return None
 
 
 def describe(path: str | Path) -> str | None:

@@ -97,19 +97,11 @@ def kind_of(path: str | Path) -> FileKind:
 
 
 def sniff(path: Path) -> str | None:
-    """Guess a file kind from its first bytes: safetensors header, zip/pickle checkpoint or ONNX protobuf."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        return None
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "checkpoint"  # safetensors: 8-byte length then JSON
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "checkpoint"  # torch.save zip archive or a raw pickle
-    if head[:1] == b"\x08" and path.stat().st_size > 16:
-        return "onnx"  # ModelProto field 1 (ir_version), varint
-    return None
+    """Guess a file kind from its first bytes (:func:`difftool.filekind.model_kind`: the one home of file
+    signatures)."""
+    from difftool.filekind import model_kind
+
+    return model_kind(path)
 
 
 def backends_for(kind: FileKind) -> tuple[Backend, ...]:
