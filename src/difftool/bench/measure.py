@@ -155,8 +155,23 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
-              "asimd", "sve")
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_bf16", "amx_int8", "asimd", "sve")
+BF16_UNITS = ("amx_bf16", "avx512_bf16")  # bf16 matrix/dot-product instructions (else bf16 is emulated)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo reports them (empty where it is not readable)."""
+    cpu = _cpuinfo()
+    return set(cpu.get("flags", cpu.get("Features", "")).split())
+
+
+def bf16_units() -> str | None:
+    """None when the CPU reports bf16 units (:data:`BF16_UNITS`), else why not: the run-time choice of a
+    bf16 path reads this, never an assumption about the machine."""
+    if any(f in cpu_flags() for f in BF16_UNITS):
+        return None
+    return "this CPU reports neither amx_bf16 nor avx512_bf16 (bf16 would be emulated, slower than fp32)"
 
 
 def _version(dist: str) -> str | None:
@@ -169,7 +184,7 @@ def _version(dist: str) -> str | None:
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, affinity, SIMD flags, OS, Python and library versions (no heavy imports)."""
     cpu = _cpuinfo()
-    flags = set(cpu.get("flags", cpu.get("Features", "")).split())
+    flags = cpu_flags()
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:

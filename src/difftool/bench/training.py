@@ -36,14 +36,10 @@ CASES = (
 
 
 def cpu_bf16_units() -> str | None:
-    """None when the CPU reports bf16 matrix units (AMX-BF16 or AVX512-BF16), else the reason it does not."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "the CPU's flags are not readable (/proc/cpuinfo)"
-    if "amx_bf16" in flags or "avx512_bf16" in flags:
-        return None
-    return "this CPU reports neither amx_bf16 nor avx512_bf16 (bf16 would be emulated, slower than fp32)"
+    """None when the CPU has bf16 matrix units, else the reason (:func:`difftool.bench.measure.bf16_units`)."""
+    from difftool.bench.measure import bf16_units
+
+    return bf16_units()
 
 
 def run_case(case: TrainCase, data_root: Path, steps: int, threads: int) -> dict[str, Any]:
