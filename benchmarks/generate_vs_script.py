@@ -53,9 +53,10 @@ Image.fromarray(grid).resize((512, 128), Image.NEAREST).save(out)
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) using wait4 on a child started with fork/exec."""
+    """(wall s, peak RSS MiB) of one fresh child (posix_spawn + wait4; its output goes to /dev/null)."""
     start = time.perf_counter()
-    pid = os.posix_spawn(cmd[0], cmd, env)
+    quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)]
+    pid = os.posix_spawn(cmd[0], cmd, env, file_actions=quiet)
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:

@@ -98,13 +98,10 @@ def _reject_non_onnx(path: Path) -> None:
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
+    """The metadata of an ``.onnx`` file (its graph is skipped, not decoded); one-line error if unreadable."""
+    from difftool.runtime.onnxcheck import read_model
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise DifftoolError(f"{path} is not a readable ONNX file ({str(exc).splitlines()[0][:160]})") from None
-    return {p.key: p.value for p in model.metadata_props}
+    return read_model(path, graph=False).metadata
 
 
 def _sidecar_card(path: Path) -> ModelCard:

@@ -1,4 +1,5 @@
-"""Validate an exported ONNX graph against its own model card (torch-free; needs only ``onnx``).
+"""Validate an exported ONNX graph against its own model card (torch-free, and without the ``onnx`` package:
+the fields are read by :mod:`difftool.runtime.onnxproto`, which keeps start-up about a second shorter).
 
 Checked when an artifact is opened (``difftool info``, every ``.onnx`` backend), each failing with one
 :class:`~difftool.errors.DifftoolError` line naming the problem:
@@ -27,12 +28,6 @@ def _names(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_NAMES} more)" if len(items) > MAX_NAMES else "")
 
 
-def _dims(value_info) -> list[int | str]:
-    """Each dimension of a graph input/output: an int if fixed, else its symbolic name (or '?')."""
-    shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
-
-
 def expected_io(card: ModelCard) -> dict[str, tuple[int | None, ...]]:
     """name -> the fixed size of each dimension (None: free, the batch)."""
     c, s = card.channels, card.image_size
@@ -55,8 +50,8 @@ def check_io(graph, card: ModelCard, path: str | Path) -> None:
         raise DifftoolError(f"{path}: output names {sorted(outputs)} do not match the difftool contract (eps)")
     for name, vi in [*((n, inputs[n]) for n in want), ("eps", outputs["eps"])]:
         expected = want["x" if name == "eps" else name]
-        dims = _dims(vi)
-        elem = vi.type.tensor_type.elem_type
+        dims = vi.dims
+        elem = vi.elem_type
         if elem not in FLOAT_TYPES:
             raise DifftoolError(f"{path}: {name} has element type {elem}, the difftool contract needs float")
         if len(dims) != len(expected):
@@ -74,32 +69,29 @@ def _shape_text(dims) -> str:
 
 
 def _float_tensors(graph):
-    """(name, TensorProto) of every initializer and Constant-node tensor, subgraphs included."""
+    """(name, Tensor) of every initializer and Constant-node tensor, subgraphs included."""
     for t in graph.initializer:
         yield t.name, t
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield f"{node.name or node.op_type}.{attr.name}", attr.t
-            if attr.HasField("g"):
-                yield from _float_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _float_tensors(sub)
+    for node in graph.nodes:
+        for attr, tensor in node.tensors:
+            yield f"{node.name or node.op_type}.{attr}", tensor
+        for sub in node.graphs:
+            yield from _float_tensors(sub)
 
 
 def check_weights(graph, path: str | Path) -> None:
-    """Every floating-point weight stored in the file is finite."""
-    from onnx import numpy_helper
+    """Every floating-point weight stored in the file is finite (those in subgraphs too)."""
+    from difftool.runtime.onnxproto import ProtoError, float_values
 
     bad = []
     for name, tensor in _float_tensors(graph):
         if tensor.data_type not in FLOAT_TYPES or tensor.data_location == 1:  # 1: EXTERNAL (not loaded)
             continue
         try:
-            arr = numpy_helper.to_array(tensor)
-        except Exception as exc:  # onnx raises several types for malformed tensors
+            arr = float_values(tensor)
+        except (ProtoError, ValueError) as exc:
             raise DifftoolError(f"{path}: weight {name} is malformed ({str(exc).splitlines()[0][:120]})") from None
-        if not np.isfinite(arr.astype(np.float32, copy=False)).all():
+        if not np.isfinite(arr).all():
             bad.append(name)
     if bad:
         raise DifftoolError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {_names(bad)}; "
@@ -110,30 +102,32 @@ def check_model(model, card: ModelCard, path: str | Path) -> None:
     """The U-Net contract (x, t, context) and finite weights; a one-file generator has its own contract, which
     its session checks (``runtime.generator``), so only its weights are checked here (those in the Loop body
     included)."""
-    if any(p.key == "difftool_generator" for p in model.metadata_props):
+    if "difftool_generator" in model.metadata:
         check_weights(model.graph, path)
-        for node in model.graph.node:
-            for attr in node.attribute:
-                if attr.g is not None and attr.g.node:
-                    check_weights(attr.g, path)
         return
     check_io(model.graph, card, path)
     check_weights(model.graph, path)
 
 
-def load_checked(path: str | Path, card: ModelCard | None = None):
-    """``onnx.load`` with a one-line error, then :func:`check_model` against ``card`` (default: its own)."""
-    import onnx
-
-    from difftool.config import CARD_KEY
+def read_model(path: str | Path, *, graph: bool = True):
+    """:func:`difftool.runtime.onnxproto.read` with a one-line DifftoolError for a file it cannot read."""
+    from difftool.runtime.onnxproto import read
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DifftoolError(f"{path} is not a readable ONNX file ({msg})") from None
+        return read(path, graph=graph)
+    except (ValueError, TypeError, IndexError) as exc:  # ProtoError is a ValueError
+        raise DifftoolError(f"{path} is not a readable ONNX file ({str(exc)[:160]})") from None
+    except OSError as exc:
+        raise DifftoolError(f"cannot read {path} ({exc.strerror or exc})") from None
+
+
+def load_checked(path: str | Path, card: ModelCard | None = None):
+    """:func:`read_model` with a one-line error, then :func:`check_model` against ``card`` (default: its own)."""
+    from difftool.config import CARD_KEY
+
+    model = read_model(path)
     if card is None:
-        meta = {p.key: p.value for p in model.metadata_props}
+        meta = model.metadata
         if CARD_KEY not in meta:
             raise DifftoolError(f"{path}: not a difftool artifact (no difftool metadata); "
                                 "export it with `difftool export`")

@@ -78,7 +78,8 @@ def session_options(threads: int | None = None):
     return opts
 
 
-def open_session(path: str | Path, threads: int | None = None, providers: list | None = None):
+def open_session(path: str | Path, threads: int | None = None, providers: list | None = None,
+                 chosen: list | None = None):
     """An InferenceSession for ``path``; DifftoolError one-liners for missing or unreadable files.
 
     With explicit ``providers`` the session must run on the first one: onnxruntime silently falls back
@@ -92,7 +93,7 @@ def open_session(path: str | Path, threads: int | None = None, providers: list |
     path = Path(path)
     if not path.is_file():
         raise DifftoolError(f"file not found: {path}")
-    chosen = providers or auto_providers()
+    chosen = providers or chosen or auto_providers()  # ``chosen``: the caller's auto_providers(), if it has it
     if any(_provider_name(p) in GPU_PROVIDERS for p in chosen):
         ortcheck.preload_gpu_libraries()
     try:
@@ -171,13 +172,14 @@ class OrtDenoiser:
                  io_binding: bool | None = None, device_id: int = 0, shards: int | None = None):
         self.path = Path(path)
         self.threads = int(threads) if threads else default_threads()
-        self.providers = on_device(providers, device_id)
-        gpu = any(_provider_name(p) in GPU_PROVIDERS for p in (self.providers or auto_providers()))
+        self.providers = on_device(providers, device_id)  # None: auto (may fall back to CPU)
+        self._chosen = self.providers or auto_providers()  # resolved once
+        gpu = any(_provider_name(p) in GPU_PROVIDERS for p in self._chosen)
         self.shards = auto_shards(self.threads, gpu) if shards is None else max(1, int(shards))
         if io_binding:
             self.shards = 1
         first_threads = 1 if self.shards > 1 else self.threads
-        self.session = open_session(self.path, first_threads, self.providers)
+        self.session = open_session(self.path, first_threads, self.providers, chosen=self._chosen)
         self.card = validate(self.session, self.path)
         first = self.session.get_providers()[0]
         self.name = PROVIDER_NAMES.get(first, f"ort-{first.removesuffix('ExecutionProvider').lower()}")
@@ -217,7 +219,7 @@ class OrtDenoiser:
         rows = len(feeds["x"])
         if rows < 2:
             if self._whole is None:
-                self._whole = open_session(self.path, self.threads, self.providers)
+                self._whole = open_session(self.path, self.threads, self.providers, chosen=self._chosen)
             return self._whole.run(["eps"], feeds)[0]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
