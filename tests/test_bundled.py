@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from difftool.config import CARD_KEY
+from difftool.config import CARD_KEY, ModelCard
 from difftool.runtime.artifact import read_card
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "difftool" / "assets"
@@ -28,7 +28,7 @@ def test_shipped_files_are_small_and_describe_the_same_model():
     header_len = int.from_bytes(CKPT.read_bytes()[:8], "little")  # safetensors header, read without torch
     header = json.loads(CKPT.read_bytes()[8:8 + header_len])
     ckpt_card = json.loads(header["__metadata__"][CARD_KEY])
-    assert ckpt_card["model"] == json.loads(card.to_json())["model"] and ckpt_card["sampling"] == card.sampling
+    assert ModelCard.from_dict(ckpt_card).model == card.model and ckpt_card["sampling"] == card.sampling
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} <= {"F16", "I64"}
 
 
