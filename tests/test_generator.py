@@ -158,6 +158,26 @@ def test_rows_depend_only_on_their_own_noise(tmp_path):
     assert np.abs(batch[1] - alone[0]).max() <= 1e-6
 
 
+@pytest.mark.parametrize("layout", ["default", "batched"])
+def test_row_shards_equal_one_whole_run(tmp_path, layout):
+    """On CPU with N threads the batch runs as N concurrent single-threaded shards: the same pixels."""
+    out = tmp_path / "g.onnx"
+    export_generator(BUNDLED, out, GeneratorSettings(steps=4, eta=1.0), layout=layout, check=False)
+    whole = GeneratorSession(out, threads=1, providers=["CPUExecutionProvider"])
+    split = GeneratorSession(out, threads=3, providers=["CPUExecutionProvider"])
+    assert (whole.shards, split.shards) == (1, 3)
+    for n in (1, 2, 5):
+        rng = np.random.default_rng(n)
+        x = rng.standard_normal((n, 3, 16, 16)).astype(np.float32)
+        ctx = np.eye(5, dtype=np.float32)[rng.integers(0, 5, n)]
+        shape = whole.info.inputs["noise"]["shape"]
+        noise = rng.standard_normal([n if d == "B" else d for d in shape]).astype(np.float32)
+        g = np.full((n, 1), 2.5, np.float32) if layout == "batched" else 2.5
+        a, b = whole.run(x, ctx, g, noise), split.run(x, ctx, g, noise)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_bad_input_is_one_clear_error(tmp_path):
     gen = _generator(BUNDLED, GeneratorSettings(steps=4, eta=1.0), tmp_path / "g.onnx")
     x = np.zeros((2, 3, 16, 16), np.float32)

@@ -122,9 +122,11 @@ class GeneratorSession:
     """An onnxruntime session over a generator file, with input validation. ``name`` is e.g.
     ``generator/ort-cpu``; ``card`` and ``info`` come from the file's metadata."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list | None = None,
+                 shards: int | None = None):
         from difftool.runtime.artifact import onnx_card
-        from difftool.runtime.backends.ort import PROVIDER_NAMES, open_session
+        from difftool.runtime.backends.ort import (
+            GPU_PROVIDERS, PROVIDER_NAMES, auto_providers, auto_shards, default_threads, open_session)
 
         self.path = Path(path)
         info = generator_info(self.path)
@@ -132,9 +134,18 @@ class GeneratorSession:
             raise DifftoolError(f"{self.path} is not a difftool generator (export one with "
                                 "`difftool export MODEL --generator`)")
         self.info, self.card = info, onnx_card(self.path)
-        self.session = open_session(self.path, threads, providers)
+        chosen = providers or auto_providers()
+        threads = int(threads) if threads else default_threads()
+        gpu = any((p[0] if isinstance(p, tuple | list) else p) in GPU_PROVIDERS for p in chosen)
+        # Row shards as in the U-Net backend (runtime/backends/ort.py): on CPU, N single-threaded runs of
+        # contiguous rows at once, each row computed as in one whole run.
+        self.shards = auto_shards(threads, gpu) if shards is None else max(1, int(shards))
+        self.session = open_session(self.path, 1 if self.shards > 1 else threads, providers, chosen=chosen)
         first = self.session.get_providers()[0]
         self.name = "generator/" + PROVIDER_NAMES.get(first, first)
+        self._pool = None
+        self._whole = None  # an N-thread session for one-row batches, made on first use
+        self._open = lambda: open_session(self.path, threads, providers, chosen=chosen)
 
     def __call__(self, *_args):  # a generator is no Denoiser: it has no per-step eps
         raise DifftoolError("a generator file runs whole generations; it has no per-step U-Net call")
@@ -170,11 +181,43 @@ class GeneratorSession:
         """One whole generation: (images (B, H, W, C) uint8, sample (B, C, H, W) float32)."""
         feeds = self.feeds(x_T, context, guidance, noise)
         try:
-            images, sample = self.session.run(["images", "sample"], feeds)
+            images, sample = self._run_sharded(feeds) if self.shards > 1 else self.session.run(["images", "sample"], feeds)
         except Exception as exc:
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise DifftoolError(f"{self.name}: generation failed ({msg})") from None
         return images, check_finite(sample)
+
+
+    def _shard(self, feeds: dict[str, np.ndarray], a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows a..b of every input (along its ``B`` axis; inputs without one, e.g. a scalar guidance, whole)."""
+        out = {}
+        for name, arr in feeds.items():
+            shape = self.info.inputs[name]["shape"]
+            if "B" not in shape:
+                out[name] = arr
+                continue
+            index = [slice(None)] * arr.ndim
+            index[shape.index("B")] = slice(a, b)
+            out[name] = np.ascontiguousarray(arr[tuple(index)])
+        return out
+
+    def _run_sharded(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        batch = feeds["x_T"].shape[0]
+        if batch < 2:
+            if self._whole is None:
+                self._whole = self._open()
+            return self._whole.run(["images", "sample"], feeds)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="difftool-gen-shard")
+        bounds = np.linspace(0, batch, min(self.shards, batch) + 1).astype(int).tolist()
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        futures = [self._pool.submit(self.session.run, ["images", "sample"], self._shard(feeds, a, b))
+                   for a, b in spans[1:]]
+        parts = [self.session.run(["images", "sample"], self._shard(feeds, *spans[0])),
+                 *(f.result() for f in futures)]
+        return [np.concatenate([p[i] for p in parts]) for i in range(2)]
 
 
 def _fmt(spec: dict) -> str:
