@@ -126,7 +126,14 @@ class GeneratorSession:
                  shards: int | None = None):
         from difftool.runtime.artifact import onnx_card
         from difftool.runtime.backends.ort import (
-            GPU_PROVIDERS, PROVIDER_NAMES, auto_providers, auto_shards, default_threads, open_session)
+            GPU_PROVIDERS,
+            PROVIDER_NAMES,
+            RowShards,
+            auto_providers,
+            auto_shards,
+            default_threads,
+            open_session,
+        )
 
         self.path = Path(path)
         info = generator_info(self.path)
@@ -143,7 +150,7 @@ class GeneratorSession:
         self.session = open_session(self.path, 1 if self.shards > 1 else threads, providers, chosen=chosen)
         first = self.session.get_providers()[0]
         self.name = "generator/" + PROVIDER_NAMES.get(first, first)
-        self._pool = None
+        self._row_shards = RowShards(self.shards)
         self._whole = None  # an N-thread session for one-row batches, made on first use
         self._open = lambda: open_session(self.path, threads, providers, chosen=chosen)
 
@@ -207,16 +214,8 @@ class GeneratorSession:
             if self._whole is None:
                 self._whole = self._open()
             return self._whole.run(["images", "sample"], feeds)
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="difftool-gen-shard")
-        bounds = np.linspace(0, batch, min(self.shards, batch) + 1).astype(int).tolist()
-        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
-        futures = [self._pool.submit(self.session.run, ["images", "sample"], self._shard(feeds, a, b))
-                   for a, b in spans[1:]]
-        parts = [self.session.run(["images", "sample"], self._shard(feeds, *spans[0])),
-                 *(f.result() for f in futures)]
+        parts = self._row_shards.map(lambda span: self.session.run(["images", "sample"], self._shard(feeds, *span)),
+                                     self._row_shards.spans(batch))
         return [np.concatenate([p[i] for p in parts]) for i in range(2)]
 
 

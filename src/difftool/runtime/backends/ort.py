@@ -58,6 +58,28 @@ def auto_providers() -> list:
     return ["CPUExecutionProvider"]
 
 
+class RowShards:
+    """Run per-shard work concurrently: contiguous row spans, shard 0 on the calling thread, the others on a
+    thread pool made on first use (``InferenceSession.run`` releases the GIL). Used by the U-Net backend and
+    the one-file generator alike."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self._pool = None
+
+    def spans(self, rows: int) -> list[tuple[int, int]]:
+        bounds = np.linspace(0, rows, min(self.n, rows) + 1).astype(int).tolist()
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def map(self, fn, parts: list) -> list:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, self.n - 1), thread_name_prefix="difftool-shard")
+        futures = [self._pool.submit(fn, part) for part in parts[1:]]
+        return [fn(parts[0]), *(f.result() for f in futures)]
+
+
 def auto_shards(threads: int, on_gpu: bool) -> int:
     """Concurrent row shards on CPU: one per thread (GPU providers: 1, they batch on the device)."""
     return 1 if on_gpu else max(1, int(threads))
@@ -191,7 +213,7 @@ class OrtDenoiser:
         self._buffers: dict[tuple, dict[str, Any]] = {}  # per input-shape key: OrtValues / out array
         if self.on_gpu:
             self.shards = 1
-        self._pool = None  # ThreadPoolExecutor of the shards, made on first use
+        self._row_shards = RowShards(self.shards)
         self._whole = None if self.shards > 1 else self.session  # the N-thread session for one-row batches
 
     def __call__(self, x: np.ndarray, t: np.ndarray, context: np.ndarray) -> np.ndarray:
@@ -221,19 +243,12 @@ class OrtDenoiser:
             if self._whole is None:
                 self._whole = open_session(self.path, self.threads, self.providers, chosen=self._chosen)
             return self._whole.run(["eps"], feeds)[0]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="difftool-shard")
-        bounds = np.linspace(0, rows, min(self.shards, rows) + 1).astype(int).tolist()
-        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        spans = self._row_shards.spans(rows)
         parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in spans]
-        futures = [self._pool.submit(self.session.run, ["eps"], part) for part in parts[1:]]
-        first = self.session.run(["eps"], parts[0])[0]  # this thread runs one shard itself
-        out = np.empty((rows, *first.shape[1:]), dtype=first.dtype)
-        out[:spans[0][1]] = first
-        for (a, b), future in zip(spans[1:], futures, strict=True):
-            out[a:b] = future.result()[0]
+        results = self._row_shards.map(lambda part: self.session.run(["eps"], part)[0], parts)
+        out = np.empty((rows, *results[0].shape[1:]), dtype=results[0].dtype)
+        for (a, b), part in zip(spans, results, strict=True):
+            out[a:b] = part
         return out
 
     def _run_cpu_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
