@@ -82,7 +82,7 @@ def test_row_shards_are_bit_identical_to_one_run(models, shards):
     for batch in (1, 2, 5, 7):  # fewer rows than shards, uneven shards, one row (the N-thread session)
         x, t, ctx = _inputs(whole.card, batch, batch)
         np.testing.assert_array_equal(whole(x, t, ctx).copy(), split(x, t, ctx))
-    assert split._row_shards._pool is not None and split._whole is not None  # both paths ran
+    assert split._row_shards._pool is not None and split._row_shards._whole is not None  # both paths ran
     with pytest.raises(DifftoolError, match="inference failed"):
         split(x[:, :, :4], t, ctx)
 

@@ -157,11 +157,12 @@ def test_default_preset_depends_on_dataset_and_device():
 
 
 def test_training_throughput_bench_reads_the_loops_own_rate(tmp_path):
-    from difftool.bench.training import TrainCase, cpu_bf16_units, table, train_throughput
+    from difftool.bench.measure import bf16_units
+    from difftool.bench.training import TrainCase, table, train_throughput
 
     cases = (TrainCase("tiny", "digits", "", batch=16), TrainCase("sprite", "sprites", "no-such-folder"))
     result = train_throughput(tmp_path, steps=4, threads=1, cases=cases)
     ran, skipped = result["rows"]
     assert ran["preset"] == "tiny" and ran["images_per_s"] > 0 and np.isfinite(ran["loss"])
     assert "no data at" in skipped["skipped"] and "skipped: no data" in table(result)
-    assert result["bf16"] == (cpu_bf16_units() or "available")
+    assert result["bf16"] == (bf16_units() or "available")

@@ -4,7 +4,7 @@ Each case runs :func:`difftool.train.loop.train` for ``steps`` optimizer steps o
 data folder when present, else skipped with the reason), in a scratch folder, at the given threads, and
 reads the loop's own rate from ``log.jsonl`` (logged every ``steps // 2``: the second record covers the
 steady half, after the first steps' warm-up). ``bf16``: also time the case under CPU bf16 autocast where the
-CPU has bf16 matrix units (:func:`cpu_bf16_units`); elsewhere that row says why it is not run.
+CPU has bf16 matrix units (:func:`difftool.bench.measure.bf16_units`); elsewhere that row says why it is not run.
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ CASES = (
 )
 
 
-def cpu_bf16_units() -> str | None:
-    """None when the CPU has bf16 matrix units, else the reason (:func:`difftool.bench.measure.bf16_units`)."""
-    from difftool.bench.measure import bf16_units
-
-    return bf16_units()
-
-
 def run_case(case: TrainCase, data_root: Path, steps: int, threads: int) -> dict[str, Any]:
     """One preset's images/s (or ``skipped`` with the reason)."""
     from rich.console import Console
@@ -69,8 +62,10 @@ def train_throughput(data_root: Path, steps: int = 20, threads: int = 2,
     """Every case's images/s, plus whether bf16 autocast applies on this CPU."""
     import torch
 
+    from difftool.bench.measure import bf16_units
+
     torch.set_num_threads(threads)
-    return {"threads": threads, "bf16": cpu_bf16_units() or "available",
+    return {"threads": threads, "bf16": bf16_units() or "available",
             "rows": [run_case(case, data_root, steps, threads) for case in cases]}
 
 

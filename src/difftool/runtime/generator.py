@@ -125,15 +125,7 @@ class GeneratorSession:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list | None = None,
                  shards: int | None = None):
         from difftool.runtime.artifact import onnx_card
-        from difftool.runtime.backends.ort import (
-            GPU_PROVIDERS,
-            PROVIDER_NAMES,
-            RowShards,
-            auto_providers,
-            auto_shards,
-            default_threads,
-            open_session,
-        )
+        from difftool.runtime.backends.ort import PROVIDER_NAMES, RowShards
 
         self.path = Path(path)
         info = generator_info(self.path)
@@ -141,18 +133,12 @@ class GeneratorSession:
             raise DifftoolError(f"{self.path} is not a difftool generator (export one with "
                                 "`difftool export MODEL --generator`)")
         self.info, self.card = info, onnx_card(self.path)
-        chosen = providers or auto_providers()
-        threads = int(threads) if threads else default_threads()
-        gpu = any((p[0] if isinstance(p, tuple | list) else p) in GPU_PROVIDERS for p in chosen)
-        # Row shards as in the U-Net backend (runtime/backends/ort.py): on CPU, N single-threaded runs of
-        # contiguous rows at once, each row computed as in one whole run.
-        self.shards = auto_shards(threads, gpu) if shards is None else max(1, int(shards))
-        self.session = open_session(self.path, 1 if self.shards > 1 else threads, providers, chosen=chosen)
+        # Row shards as in the U-Net backend: on CPU, N single-threaded runs of contiguous rows at once.
+        self._row_shards = RowShards(self.path, threads, providers, shards)
+        self.shards = self._row_shards.n
+        self.session = self._row_shards.open()
         first = self.session.get_providers()[0]
         self.name = "generator/" + PROVIDER_NAMES.get(first, first)
-        self._row_shards = RowShards(self.shards)
-        self._whole = None  # an N-thread session for one-row batches, made on first use
-        self._open = lambda: open_session(self.path, threads, providers, chosen=chosen)
 
     def __call__(self, *_args):  # a generator is no Denoiser: it has no per-step eps
         raise DifftoolError("a generator file runs whole generations; it has no per-step U-Net call")
@@ -211,9 +197,7 @@ class GeneratorSession:
     def _run_sharded(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         batch = feeds["x_T"].shape[0]
         if batch < 2:
-            if self._whole is None:
-                self._whole = self._open()
-            return self._whole.run(["images", "sample"], feeds)
+            return self._row_shards.whole(self.session).run(["images", "sample"], feeds)
         parts = self._row_shards.map(lambda span: self.session.run(["images", "sample"], self._shard(feeds, *span)),
                                      self._row_shards.spans(batch))
         return [np.concatenate([p[i] for p in parts]) for i in range(2)]

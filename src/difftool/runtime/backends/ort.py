@@ -59,13 +59,33 @@ def auto_providers() -> list:
 
 
 class RowShards:
-    """Run per-shard work concurrently: contiguous row spans, shard 0 on the calling thread, the others on a
-    thread pool made on first use (``InferenceSession.run`` releases the GIL). Used by the U-Net backend and
-    the one-file generator alike."""
+    """How one model file runs on this machine's cores: the threads, the providers (resolved once) and the
+    number of concurrent row shards (:func:`auto_shards` unless given). It opens the sessions (single-threaded
+    when sharding; an N-thread one for one-row batches on first use) and runs per-shard work concurrently:
+    contiguous row spans, shard 0 on the calling thread, the others on a pool made on first use
+    (``InferenceSession.run`` releases the GIL). The U-Net backend and the one-file generator both use it."""
 
-    def __init__(self, n: int):
-        self.n = int(n)
+    def __init__(self, path: str | Path, threads: int | None, providers: list | None, shards: int | None = None):
+        self.path, self.providers = Path(path), providers  # providers None: auto (may fall back to CPU)
+        self.threads = int(threads) if threads else default_threads()
+        self.chosen = providers or auto_providers()
+        gpu = any(_provider_name(p) in GPU_PROVIDERS for p in self.chosen)
+        self.n = auto_shards(self.threads, gpu) if shards is None else max(1, int(shards))
         self._pool = None
+        self._whole = None
+
+    def open(self, whole: bool = False):
+        """A session: single-threaded when sharding (unless ``whole``), else with every thread."""
+        threads = self.threads if whole or self.n == 1 else 1
+        return open_session(self.path, threads, self.providers, chosen=self.chosen)
+
+    def whole(self, session):
+        """The session for a one-row batch: ``session`` itself when not sharding, else an N-thread one."""
+        if self.n == 1:
+            return session
+        if self._whole is None:
+            self._whole = self.open(whole=True)
+        return self._whole
 
     def spans(self, rows: int) -> list[tuple[int, int]]:
         bounds = np.linspace(0, rows, min(self.n, rows) + 1).astype(int).tolist()
@@ -193,15 +213,9 @@ class OrtDenoiser:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list | None = None,
                  io_binding: bool | None = None, device_id: int = 0, shards: int | None = None):
         self.path = Path(path)
-        self.threads = int(threads) if threads else default_threads()
-        self.providers = on_device(providers, device_id)  # None: auto (may fall back to CPU)
-        self._chosen = self.providers or auto_providers()  # resolved once
-        gpu = any(_provider_name(p) in GPU_PROVIDERS for p in self._chosen)
-        self.shards = auto_shards(self.threads, gpu) if shards is None else max(1, int(shards))
-        if io_binding:
-            self.shards = 1
-        first_threads = 1 if self.shards > 1 else self.threads
-        self.session = open_session(self.path, first_threads, self.providers, chosen=self._chosen)
+        self._row_shards = RowShards(self.path, threads, on_device(providers, device_id), 1 if io_binding else shards)
+        self.threads, self.providers = self._row_shards.threads, self._row_shards.providers
+        self.session = self._row_shards.open()
         self.card = validate(self.session, self.path)
         first = self.session.get_providers()[0]
         self.name = PROVIDER_NAMES.get(first, f"ort-{first.removesuffix('ExecutionProvider').lower()}")
@@ -212,9 +226,12 @@ class OrtDenoiser:
         self._binding = self.session.io_binding() if self.io_binding else None
         self._buffers: dict[tuple, dict[str, Any]] = {}  # per input-shape key: OrtValues / out array
         if self.on_gpu:
-            self.shards = 1
-        self._row_shards = RowShards(self.shards)
-        self._whole = None if self.shards > 1 else self.session  # the N-thread session for one-row batches
+            self._row_shards.n = 1  # GPU providers batch on the device
+
+    @property
+    def shards(self) -> int:
+        """Concurrent row shards per batch (1: one run with every thread)."""
+        return self._row_shards.n
 
     def __call__(self, x: np.ndarray, t: np.ndarray, context: np.ndarray) -> np.ndarray:
         feeds = {"x": np.ascontiguousarray(x, dtype=np.float32),
@@ -240,9 +257,7 @@ class OrtDenoiser:
         """Contiguous row shards run concurrently on the single-threaded session (see the module doc)."""
         rows = len(feeds["x"])
         if rows < 2:
-            if self._whole is None:
-                self._whole = open_session(self.path, self.threads, self.providers, chosen=self._chosen)
-            return self._whole.run(["eps"], feeds)[0]
+            return self._row_shards.whole(self.session).run(["eps"], feeds)[0]
         spans = self._row_shards.spans(rows)
         parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in spans]
         results = self._row_shards.map(lambda part: self.session.run(["eps"], part)[0], parts)
