@@ -93,8 +93,8 @@ def run(app, args: Sequence[str] | None = None, prog_name: str = "difftool") -> 
     import typer
 
     exc_mod = _exceptions()
-    command = harden(typer.main.get_command(app))
     args = list(args) if args is not None else sys.argv[1:]
+    command = harden(_group_for(app, args))
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except exc_mod.UsageError as exc:
@@ -118,6 +118,25 @@ def run(app, args: Sequence[str] | None = None, prog_name: str = "difftool") -> 
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else 0
+
+
+def _group_for(app, args: Sequence[str]):
+    """The click group of ``app``, built with only the command ``args`` invoke when they name one (Typer
+    builds every command's parameters up front, tens of milliseconds for all of them, paid on every run);
+    the whole app for help, an unknown name or a leading option."""
+    import typer
+
+    name = args[0] if args and not args[0].startswith("-") else None
+    chosen = [c for c in app.registered_commands
+              if (c.name or typer.main.get_command_name(c.callback.__name__)) == name]
+    if len(chosen) != 1:
+        return typer.main.get_command(app)
+    every = app.registered_commands
+    app.registered_commands = chosen
+    try:
+        return typer.main.get_group(app)  # a group even with one command: ``difftool NAME ...`` parses as before
+    finally:
+        app.registered_commands = every
 
 
 def main(app) -> None:

@@ -13,6 +13,7 @@ Torch is imported only for the torch backends (and, when installed, to count FLO
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,18 +174,27 @@ def forward_inputs(card: ModelCard, rows: int, seed: int = 0) -> tuple[np.ndarra
 
 @dataclass
 class LoopTiming:
-    """Sampling-loop wall times and, per loop, the share spent outside the network."""
+    """Sampling-loop wall times and, per loop, the share spent outside the network; ``bare``: the same
+    number of forwards alone (same inputs), timed right after each loop."""
 
     seconds: list[float]
     overhead: list[float]  # (loop - time inside forwards) / loop, per loop
     forwards: int  # network forwards per loop
+    bare: list[float]  # seconds of ``forwards`` bare forwards, one per loop
+
+    @property
+    def cost(self) -> float:
+        """Median over loops of (loop - its bare forwards) / loop: what the sampler adds to its forwards."""
+        return float(np.median([(w - b) / w for w, b in zip(self.seconds, self.bare, strict=True)]))
 
 
 def time_loop(pipe: Pipeline, proxy: TimedDenoiser, request: SampleRequest, repeats: int,
-              max_s: float = LOOP_MAX_S) -> LoopTiming:
-    """Run the full sampling loop up to ``repeats`` times (at least once; stop after ``max_s``)."""
+              forward: Callable[[], object], max_s: float = LOOP_MAX_S) -> LoopTiming:
+    """Run the full sampling loop up to ``repeats`` times (at least once; stop after ``max_s``), each followed
+    by as many bare ``forward()`` calls as the loop made."""
     seconds: list[float] = []
     overhead: list[float] = []
+    bare: list[float] = []
     forwards = 0
     start = time.perf_counter()
     while len(seconds) < repeats:
@@ -195,9 +205,18 @@ def time_loop(pipe: Pipeline, proxy: TimedDenoiser, request: SampleRequest, repe
         seconds.append(wall)
         overhead.append((wall - proxy.seconds) / wall)
         forwards = proxy.calls
+        bare.append(time_forwards(forward, forwards))
         if time.perf_counter() - start >= max_s:
             break
-    return LoopTiming(seconds, overhead, forwards)
+    return LoopTiming(seconds, overhead, forwards, bare)
+
+
+def time_forwards(forward: Callable[[], object], count: int) -> float:
+    """Seconds of ``count`` back-to-back ``forward()`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(count):
+        forward()
+    return time.perf_counter() - t0
 
 
 def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, steps: int, guidance: float,
@@ -213,7 +232,7 @@ def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, st
     proxy = TimedDenoiser(denoiser)
     request = SampleRequest(n=batch, context=one_hot_context(card, batch), sampler=sampler, steps=steps,
                             guidance=guidance, seed=0)
-    loop = time_loop(Pipeline(proxy), proxy, request, repeats)
+    loop = time_loop(Pipeline(proxy), proxy, request, repeats, lambda: denoiser(x, t, ctx))
     fwd_s, loop_s = fwd.median, float(np.median(loop.seconds))
     flops = flops_per_sample * rows if flops_per_sample else None
     gflops = flops / fwd_s / 1e9 if flops else None
@@ -238,6 +257,9 @@ def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, st
         "loop_overhead_pct": 100.0 * float(np.median(loop.overhead)),
         # ... and the definition "loop - forwards x forward time" with the separately timed forward
         "loop_overhead_vs_forward_pct": 100.0 * (loop_s - loop.forwards * fwd_s) / loop_s,
+        # what the loop costs beyond its forwards: each loop against as many bare forwards right after it
+        # (a bare forward pays the same cache refill after onnxruntime as the sampler's first array operation)
+        "loop_cost_pct": 100.0 * loop.cost,
         "flops_per_forward": flops,
         "gflops": gflops,
         "peak_fraction": gflops / peak_gflops if (gflops and peak_gflops) else None,

@@ -15,6 +15,9 @@ iteration ``i`` applies row ``i`` of the table exactly as
     x   = u_xc xc + u_eps eps + u_x0 x0 + u_h1 h1 + sigma z  (z: the noise row of this step)
     xl <- xc ; h2 <- h1 ; h1 <- x0
 
+A table without history or corrector (DDPM, DDIM) is applied as the engine applies it, in its folded form
+(``Coefficients.linear_form``): ``x = k_x0 x0 + k_x x + k_eps eps + sigma z`` after the clip.
+
 State the table never reads (h1, h2, xl) and terms whose column is zero on every step are left out.
 """
 
@@ -26,8 +29,10 @@ import numpy as np
 
 from difftool.runtime.samplers.table import COL, Coefficients
 
-# Extra table columns stored in the graph: 1/a and 1/s, computed in float64 like the engine's ``1.0 / a``.
-GRAPH_COLUMNS = (*COL, "inv_a", "inv_s")
+# Extra table columns stored in the graph: 1/a and 1/s, computed in float64 like the engine's ``1.0 / a``,
+# and a linear table's folded update coefficients (Coefficients.linear_form).
+LINEAR_COLUMNS = ("k_x", "k_x0", "k_eps", "k_sigma")
+GRAPH_COLUMNS = (*COL, "inv_a", "inv_s", *LINEAR_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,14 @@ def _update(g: _Graph, plan: GraphPlan, names: dict[str, str], coef: dict[str, s
     x0 = g.op("Mul", g.op("Sub", x, g.op("Mul", eps, coef["s"])), coef["inv_a"])  # (x - s eps) / a
     if plan.clip is not None:
         x0 = g.op("Clip", x0, "gen/clip_lo", "gen/clip_hi")
+    if table.linear:  # the engine's folded form: k_x0 x0 + k_x x + k_eps eps + sigma z
+        values = {"x": x, "x0": x0, "eps": eps}
+        terms = [("k_x0", "x0"), ("k_x", "x"), ("k_eps", "eps")]
+        if table.stochastic:
+            values["z"] = _noise_row(g, plan)
+            terms.append(("k_sigma", "z"))
+        return {"x": _combine(g, coef, values, terms, _linear_columns(plan))}
+    if plan.clip is not None:
         if _used(table, "u_eps"):
             eps = g.op("Mul", g.op("Sub", x, g.op("Mul", x0, coef["a"])), coef["inv_s"])  # (x - a x0) / s
     values = {"x": x, "x0": x0, "h1": "gen/h1", "h2": "gen/h2", "xl": "gen/xl", "eps": eps}
@@ -173,11 +186,23 @@ def _update(g: _Graph, plan: GraphPlan, names: dict[str, str], coef: dict[str, s
     values["xc"] = _combine(g, coef, values, corrector, table) if table.corrects else x
     terms = [("u_xc", "xc"), ("u_eps", "eps"), ("u_x0", "x0"), ("u_h1", "h1")]
     if table.stochastic:
-        row = g.op("Gather", "gen/zidx", "gen/i", axis=0)  # this step's row of the noise input
-        values["z"] = g.op("Gather", "noise", row, axis=0 if plan.layout == "default" else 1)
+        values["z"] = _noise_row(g, plan)
         terms.append(("sigma", "z"))
     new = _combine(g, coef, values, terms, table)
     return {"x": new, "h1": x0, "h2": "gen/h1", "xl": values["xc"]}
+
+
+def _noise_row(g: _Graph, plan: GraphPlan) -> str:
+    """This step's row of the noise input."""
+    row = g.op("Gather", "gen/zidx", "gen/i", axis=0)
+    return g.op("Gather", "noise", row, axis=0 if plan.layout == "default" else 1)
+
+
+def _linear_columns(plan: GraphPlan) -> dict[str, np.ndarray]:
+    """The folded update coefficients of a linear table, by graph column name ((S,) float64 each)."""
+    rederive = plan.clip is not None and _used(plan.table, "u_eps")
+    k = plan.table.linear_form(rederive)  # (S, 4)
+    return {name: k[:, i] for i, name in enumerate(LINEAR_COLUMNS)}
 
 
 def _body(plan: GraphPlan, unet_nodes: list, names: dict[str, str], weights: list, infos: list):
@@ -186,7 +211,7 @@ def _body(plan: GraphPlan, unet_nodes: list, names: dict[str, str], weights: lis
 
     g = _Graph("gen/b_")
     state = _state(plan.table)
-    row = g.op("Gather", "gen/coef", "gen/i", axis=0)  # (14,): this step's coefficients
+    row = g.op("Gather", "gen/coef", "gen/i", axis=0)  # (18,): this step's coefficients
     coef = {name: g.op("Gather", row, f"gen/col_{name}", axis=0) for name in GRAPH_COLUMNS}
     eps = _eps(g, plan, names, g.op("Gather", "gen/times", "gen/i", axis=0), unet_nodes)
     carried = _update(g, plan, names, coef, eps)
@@ -207,11 +232,13 @@ def _body(plan: GraphPlan, unet_nodes: list, names: dict[str, str], weights: lis
     return helper.make_graph(g.nodes, "sampler_step", inputs, outputs, initializer=weights, value_info=info), state
 
 
-def _combine(g: _Graph, coef: dict[str, str], values: dict[str, str], terms, table: Coefficients) -> str:
-    """sum_k coef_k * value_k in the engine's order, leaving out columns that are zero on every step."""
+def _combine(g: _Graph, coef: dict[str, str], values: dict[str, str], terms, table) -> str:
+    """sum_k coef_k * value_k in the engine's order, leaving out columns that are zero on every step
+    (``table``: the Coefficients, or a dict of column name -> (S,) values)."""
     out = None
     for column, value in terms:
-        if not _used(table, column):
+        used = np.any(table[column] != 0.0) if isinstance(table, dict) else _used(table, column)
+        if not used:
             continue
         term = g.op("Mul", values[value], coef[column])
         out = term if out is None else g.op("Add", out, term)
@@ -224,11 +251,12 @@ def _combine(g: _Graph, coef: dict[str, str], values: dict[str, str], terms, tab
 
 
 def _table_constants(plan: GraphPlan) -> list:
-    """Initializers: the (S, 14) float32 table, column indices, network times, noise-row index, clip."""
+    """Initializers: the (S, 18) float32 table, column indices, network times, noise-row index, clip."""
     table = plan.table
     rows = table.rows.astype(np.float64)
-    extra = np.stack([1.0 / rows[:, COL["a"]], 1.0 / rows[:, COL["s"]]], axis=1)
-    coef = np.concatenate([rows, extra], axis=1).astype(np.float32)  # (S, 14)
+    linear = _linear_columns(plan) if table.linear else {name: np.zeros(len(table)) for name in LINEAR_COLUMNS}
+    extra = np.stack([1.0 / rows[:, COL["a"]], 1.0 / rows[:, COL["s"]], *linear.values()], axis=1)
+    coef = np.concatenate([rows, extra], axis=1).astype(np.float32)  # (S, 18)
     lo, hi = (float(v) for v in plan.value_range)
     values = {"coef": coef, "times": plan.model_times.astype(np.float32), "trip": np.int64(len(table)),
               "true": np.array(True), "zero1": np.array([0], np.int64), "one1": np.array([1], np.int64),

@@ -1,4 +1,5 @@
-"""Static int8 quantisation (QDQ, per-channel weights, Conv only) on real noisy inputs, for two targets.
+"""Static int8 quantisation (QDQ, per-channel weights, Conv only, the first and last Conv kept float,
+percentile calibration) on real noisy inputs, for two targets.
 
 ``target="cpu"`` (ONNX Runtime): U8S8 (uint8 activations, int8 weights) with 7-bit weights
 (``reduce_range``) is what ORT's x86 kernels run fastest without VNNI: S8S8 measured 1.64x PyTorch eager
@@ -26,12 +27,16 @@ from difftool.export.metadata import get_props, pin_ir_version, save_single_file
 from difftool.export.parity import mixed_contexts
 from difftool.runtime.schedules import make_schedule
 
-QUANT_NOTE = ("static QDQ int8 (U8S8, reduce_range, per-channel weights, Conv only, "
-              "MinMax calibration on noisy inputs)")
+QUANT_NOTE = ("static QDQ int8 (U8S8, reduce_range, per-channel weights, Conv only but the first and last, "
+              "99.99th-percentile calibration on noisy inputs)")
+# Measured on the bundled sprite model (difftool eval, DDIM-25 eta 1 guidance 3, 320 samples; fp32: 90.6 % /
+# FID 2.14): MinMax, every Conv 81.2 % / 7.87; first + last Conv in float 83.8 % / 6.57; percentile 99.99
+# 87.5 % / 4.63; both 87.8 % / 4.33 (this recipe); percentile 99.999 85.6 % / 5.52; full 8-bit weights no better.
+CALIB_PERCENTILE = 99.99
 QUANT_NOTES = {
     "cpu": QUANT_NOTE,
-    "tensorrt": ("static QDQ int8 for TensorRT (S8S8 symmetric, zero-point 0, per-channel weights, Conv only, "
-                 "MinMax calibration on noisy inputs)"),
+    "tensorrt": ("static QDQ int8 for TensorRT (S8S8 symmetric, zero-point 0, per-channel weights, Conv only but "
+                 "the first and last, 99.99th-percentile calibration on noisy inputs)"),
 }
 TARGETS = tuple(QUANT_NOTES)
 
@@ -133,11 +138,19 @@ def quant_options(target: str) -> dict:
     raise DifftoolError(f"unknown int8 target {target!r}; choose one of: {', '.join(TARGETS)}")
 
 
+def end_convs(path: str | Path) -> list[str]:
+    """The first and the last Conv node of a graph (they stay float: the image-facing layers)."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
+    return sorted({convs[0], convs[-1]}) if convs else []
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[str, np.ndarray]],
                   target: str = "cpu") -> list[str]:
     """Quantise ``fp32_path`` into ``out_path`` calibrated on ``feeds`` for ``target``; returns notes."""
     import onnx
-    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     options = quant_options(target)  # an unknown target fails before the calibration
@@ -153,7 +166,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[
             notes.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantised without it")
             pre = Path(fp32_path)
         quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=["Conv"], **options)
+                        op_types_to_quantize=["Conv"], nodes_to_exclude=end_convs(pre),
+                        calibrate_method=CalibrationMethod.Percentile,
+                        **{**options, "extra_options": {**options.get("extra_options", {}),
+                                                        "CalibPercentile": CALIB_PERCENTILE}})
         model = onnx.load(str(q))
     set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTES[target], "int8_target": target})
     pin_ir_version(model)

@@ -240,6 +240,7 @@ class GeneratorPipeline(Pipeline):
         card = self.card
         noise = Noise(self._seeds(request))
         shape = (card.channels, card.image_size, card.image_size)
+        noise.reserve((1 + self.info.noise_steps) * math.prod(shape))  # one draw per row, as Pipeline.start
         x_t = noise(shape)  # (n, C, H, W), drawn first as in Pipeline.start
         z = np.stack([noise(shape) for _ in range(self.info.noise_steps)]) if self.info.noise_steps else None
         guidance = np.float32(request.guidance)

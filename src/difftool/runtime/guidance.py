@@ -140,8 +140,7 @@ def _doubled(denoiser: Denoiser, schedule: Schedule, ctx2: np.ndarray, guidance:
         if x2 is None or x2.shape[1:] != x.shape[1:]:
             x2 = bufs["x2"] = np.empty((2 * batch, *x.shape[1:]), dtype=np.float32)
             bufs["out"] = np.empty(x.shape, dtype=np.float32)
-        x2[:batch] = x
-        x2[batch:] = x
+        np.copyto(x2.reshape(2, *x.shape), x)  # [x; x] in one copy
         t_buf.fill(schedule.model_time(t))
         out = combine(denoiser(x2, t_buf, ctx2), guidance, bufs["out"])  # (2B, ...) -> (B, C, H, W)
         return out if to_eps is None else to_eps(out, x, t, out)

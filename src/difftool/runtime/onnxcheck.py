@@ -81,17 +81,17 @@ def _float_tensors(graph):
 
 def check_weights(graph, path: str | Path) -> None:
     """Every floating-point weight stored in the file is finite (those in subgraphs too)."""
-    from difftool.runtime.onnxproto import ProtoError, float_values
+    from difftool.runtime.onnxproto import ProtoError, all_finite
 
     bad = []
     for name, tensor in _float_tensors(graph):
         if tensor.data_type not in FLOAT_TYPES or tensor.data_location == 1:  # 1: EXTERNAL (not loaded)
             continue
         try:
-            arr = float_values(tensor)
+            finite = all_finite(tensor)
         except (ProtoError, ValueError) as exc:
             raise DifftoolError(f"{path}: weight {name} is malformed ({str(exc).splitlines()[0][:120]})") from None
-        if not np.isfinite(arr).all():
+        if not finite:
             bad.append(name)
     if bad:
         raise DifftoolError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {_names(bad)}; "

@@ -187,6 +187,12 @@ def _dim(buf: memoryview, span) -> int | str:
     return found
 
 
+# Ops whose attributes can hold tensors or subgraphs; the attributes of every other op (kernel sizes, axes, ...)
+# are skipped unread (most of a U-Net graph's nodes). A node whose op_type comes after its attributes (not the
+# field order writers use) has them all read.
+TENSOR_ATTRIBUTE_OPS = frozenset({"Constant", "ConstantOfShape", "Loop", "If", "Scan"})
+
+
 def _node(buf: memoryview, span) -> Node:
     node = Node()
     for number, wire, value in _fields(buf, *span):
@@ -194,7 +200,7 @@ def _node(buf: memoryview, span) -> Node:
             node.name = _text(buf, _span(wire, value, "node name"))
         elif number == 4:
             node.op_type = _text(buf, _span(wire, value, "op type"))
-        elif number == 5:
+        elif number == 5 and (not node.op_type or node.op_type in TENSOR_ATTRIBUTE_OPS):
             _attribute(buf, _span(wire, value, "attribute"), node)
     return node
 
@@ -282,6 +288,21 @@ def read(path: str | Path, *, graph: bool = True) -> Model:
 # -- tensor values -------------------------------------------------------------------------------------------
 
 _RAW_DTYPES = {1: "<f4", 10: "<f2", 11: "<f8"}
+
+
+# raw-data element type -> (unsigned view, exponent mask): a value is inf or NaN when its exponent bits are all set
+_EXPONENT = {1: ("<u4", 0x7F800000), 10: ("<u2", 0x7C00), 16: ("<u2", 0x7F80), 11: ("<u8", 0x7FF0000000000000)}
+
+
+def all_finite(t: Tensor) -> bool:
+    """True if every value of a float tensor is finite (raw data: read as integers, no float conversion)."""
+    if t.raw is not None and t.data_type in _EXPONENT:
+        dtype, mask = _EXPONENT[t.data_type]
+        if len(t.raw) % np.dtype(dtype).itemsize:
+            raise ProtoError(f"raw_data of {len(t.raw)} bytes is not a whole number of {dtype} values")
+        bits = np.frombuffer(t.raw, dtype=dtype)
+        return not np.any((bits & np.array(mask, dtype=bits.dtype)) == mask)
+    return bool(np.isfinite(float_values(t)).all())
 
 
 def float_values(t: Tensor) -> np.ndarray:

@@ -6,6 +6,7 @@ x_T is drawn from the per-row seeded :class:`~difftool.runtime.noise.Noise` firs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from difftool.runtime.palette import Palette, finish, sampling_hook
 from difftool.runtime.samplers import Coefficients, SamplerRun, get_sampler
 from difftool.runtime.schedules import make_schedule
 
+TABLE_CACHE = 16  # coefficient tables a pipeline keeps
 MAX_MIX_WEIGHT = 100.0  # a context weight beyond this is a typo, not a mixture
 
 
@@ -48,6 +50,7 @@ class Pipeline:
         self.denoiser = denoiser
         self.card = denoiser.card
         self.schedule = make_schedule(self.card.schedule)
+        self._tables: dict[tuple, Coefficients] = {}  # coefficient tables by sampler, steps and options
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(self, request: SampleRequest, callback: StepCallback | None = None) -> np.ndarray:
@@ -64,8 +67,10 @@ class Pipeline:
         """A request's sampler state at x_T: its plan and coefficient table, its per-row noise stream
         (x_T is drawn first from the same stream) and the x0 clamp. Advance it with the guided eps."""
         noise = Noise(self._seeds(request))
-        x_t = noise.noise((self.card.channels, self.card.image_size, self.card.image_size))  # (n, C, H, W)
         table = self.table(request)
+        shape = (self.card.channels, self.card.image_size, self.card.image_size)
+        noise.reserve((1 + int(table.noisy_steps.sum())) * math.prod(shape))  # x_T and every step's z at once
+        x_t = noise.noise(shape)  # (n, C, H, W)
         hook = sampling_hook(request.palette, self.card.value_range)  # palette projection of x0, last steps
         return SamplerRun(table, x_t, noise, self.clip_value(request), hook)
 
@@ -74,8 +79,16 @@ class Pipeline:
         from difftool.runtime.defaults import request_options, spacing_for
 
         spec = get_sampler(request.sampler)
-        plan = spec.plan(self.schedule, request.steps, spacing_for(self.card, request.spacing))
-        return spec.coefficients(plan, self.schedule, **request_options(self.card, spec, request))
+        spacing, options = spacing_for(self.card, request.spacing), request_options(self.card, spec, request)
+        key = (spec.name, request.steps, spacing, tuple(sorted(options.items())))
+        table = self._tables.get(key)
+        if table is None:  # a pure function of the key: built once per pipeline (a few hundred microseconds)
+            plan = spec.plan(self.schedule, request.steps, spacing)
+            table = spec.coefficients(plan, self.schedule, **options)
+            if len(self._tables) >= TABLE_CACHE:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[key] = table
+        return table
 
     def _seeds(self, request: SampleRequest) -> list[int]:
         """Per-row seeds, checked against n."""

@@ -36,6 +36,8 @@ class SamplerRun:
         self._h = [np.zeros_like(self.x) for _ in range(depth)]  # h1, h2
         self._xl = np.zeros_like(self.x) if table.corrects else None
         self._rederive = (clip is not None or x0_hook is not None) and bool(table.column("u_eps").any())
+        # samplers without history or corrector (DDPM, DDIM): x_new from x, x0 (and eps) in one linear form
+        self._linear = [tuple(k) for k in table.linear_form(self._rederive).tolist()] if table.linear else None
 
     @property
     def done(self) -> bool:
@@ -49,25 +51,54 @@ class SamplerRun:
     def advance(self, eps: np.ndarray) -> Step:
         """One update from the network's ``eps`` (B, C, H, W) at (``x``, ``t``); returns the step record."""
         r = self.table.rows[self.index].tolist()  # Python floats: float32 arrays stay float32
-        x, x0, tmp = self.x, self.x0, self._tmp
+        self._data_prediction(r, eps)
+        if self._linear is not None:
+            new = self._linear_update(self._linear[self.index], eps)
+        else:
+            new = self._combine(r, self._consistent_eps(r, eps))
+            self._shift()
+        self.x = new
+        step = Step(self.index, len(self.table), self.t, new, self.x0)
+        self.index += 1
+        return step
+
+    def _data_prediction(self, r: list[float], eps: np.ndarray) -> None:
+        """x0 = (x - s eps) / a, clamped, then the hook (e.g. palette projection in the last steps)."""
+        x0, tmp = self.x0, self._tmp
         np.multiply(eps, r[COL["s"]], out=tmp)
-        np.subtract(x, tmp, out=x0)
-        x0 *= 1.0 / r[COL["a"]]  # x0 = (x - s eps) / a
+        np.subtract(self.x, tmp, out=x0)
+        x0 *= 1.0 / r[COL["a"]]
         if self.clip is not None:
             clip_(x0, self.clip)
         if self.x0_hook is not None:
-            self.x0_hook(self.index, len(self.table), x0)  # e.g. palette projection in the last steps
+            self.x0_hook(self.index, len(self.table), x0)
+
+    def _linear_update(self, k: tuple[float, float, float], eps: np.ndarray) -> np.ndarray:
+        """x_new = k_x0 x0 + k_x x (+ k_eps eps) + sigma z (:meth:`Coefficients.linear_form`: eps re-derived
+        from x0 folded into the coefficients), a few array operations per step."""
+        k_x, k_x0, k_eps, sigma = k
+        tmp = self._tmp
+        new = np.multiply(self.x0, k_x0)
+        if k_x:
+            np.multiply(self.x, k_x, out=tmp)
+            new += tmp
+        if k_eps:
+            np.multiply(eps, k_eps, out=tmp)
+            new += tmp
+        if sigma > 0.0:
+            np.multiply(self.noise(new.shape[1:]), sigma, out=tmp)  # z (B, C, H, W)
+            new += tmp
+        return new
+
+    def _consistent_eps(self, r: list[float], eps: np.ndarray) -> np.ndarray:
+        """eps, or re-derived from the changed x0 when x0 was clamped or hooked."""
+        x, x0, tmp = self.x, self.x0, self._tmp
         if self._rederive:
             np.multiply(x0, r[COL["a"]], out=tmp)
             np.subtract(x, tmp, out=tmp)
             tmp *= 1.0 / r[COL["s"]]  # eps = (x - a x0) / s
-            eps = tmp
-        new = self._combine(r, eps)
-        self._shift()
-        self.x = new
-        step = Step(self.index, len(self.table), self.t, new, x0)
-        self.index += 1
-        return step
+            return tmp
+        return eps
 
     def _combine(self, r: list[float], eps: np.ndarray) -> np.ndarray:
         """x_new = u_xc xc + u_eps eps + u_x0 x0 + u_h1 h1 + sigma z, xc from the corrector."""
