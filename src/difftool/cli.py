@@ -67,6 +67,8 @@ def train(
     snr_gamma: Annotated[float, typer.Option(min=0.0, help="gamma of --loss-weight min_snr")] = 5.0,
     init: Annotated[Path | None, typer.Option(help="fine-tune: start from this .safetensors (same --model) "
                                                     "unless OUT/train_state.pt exists")] = None,
+    precision: Annotated[str, typer.Option(help="CPU: fp32 | bf16 (autocast) | auto (bf16 where the CPU has bf16 "
+                                                "matrix units); CUDA always uses fp16 autocast")] = "fp32",
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import TrainConfig
@@ -78,6 +80,9 @@ def train(
         raise typer.BadParameter("needs --model diffusers", param_hint="--unet-config")
     if loss_weight not in ("none", "min_snr"):
         raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
+    from difftool.runtime.cpu import RUN_PRECISIONS
+
+    opt.check_choice(precision, RUN_PRECISIONS, "--precision")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
@@ -85,7 +90,7 @@ def train(
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
                       save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
-                      init=str(init) if init else "")
+                      init=str(init) if init else "", precision=precision)
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 
@@ -246,6 +251,8 @@ def bench(
     threads: _Threads = None,
     repeats: Annotated[int, typer.Option(min=1, help="timed repeats of the sampling loop (median, min/max)")] = 5,
     guidance: Annotated[float, typer.Option(min=0.0, max=opt.MAX_GUIDANCE, help="guidance scale of the timed loop (1: one pass per step)")] = 1.0,
+    precision: Annotated[str, typer.Option(help="torch backends: fp32 | bf16 | auto (bf16 autocast where the CPU "
+                                                "has bf16 matrix units, else fp32)")] = "fp32",
     json_out: _Json = False,
 ):
     """Steps per second per backend and batch, loop overhead, GFLOP/s vs this machine's peak, peak RSS."""
@@ -253,6 +260,9 @@ def bench(
 
     opt.check_sampler(sampler)
     opt.check_finite(guidance, "--guidance", minimum=0.0)
+    from difftool.runtime.cpu import RUN_PRECISIONS
+
+    opt.check_choice(precision, RUN_PRECISIONS, "--precision")
     batches = _int_list(batch, "--batch")
     backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
     for name in backends:
@@ -268,7 +278,7 @@ def bench(
     console = _stderr()
     result = run_bench(artifact if artifact is not None else bundled_model(), sampler=sampler, steps=steps,
                        batches=batches, backends=backends, threads=threads, repeats=repeats,
-                       guidance=guidance, console=console)
+                       guidance=guidance, precision=precision, console=console)
     console.print(render_table(result))
     if json_out:
         print(to_json(result))

@@ -10,38 +10,27 @@ memory (``nvidia-smi``) when a driver is present. Nothing here imports torch or 
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from difftool.runtime.cpu import FEATURES
+
 SCHEMA = "difftool.doctor/1"
-CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
 LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "tensorrt-cu12",
              "tensorrt-cu13", "cuda-python", "cuda-bindings")
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     """Model name, usable cores and the SIMD/matrix features of interest present in the CPU flags."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    from difftool.runtime import cpu
+
+    fields = cpu.cpuinfo() if cpuinfo is None else cpu.parse_cpuinfo(cpuinfo)
     return {"model": fields.get("model name") or platform.processor() or platform.machine(),
-            "cores": cores, "features": [f for f in CPU_FEATURES if f in flags]}
+            "cores": cpu.cores(), "features": cpu.features(fields),
+            "bf16": cpu.bf16_units(cpu.flags(fields)) or "available",
+            "int8": cpu.int8_units(cpu.flags(fields)) or "available"}
 
 
 def gpu_info(run=subprocess.run) -> list[dict[str, Any]]:
@@ -145,7 +134,9 @@ def render_table(report: dict[str, Any]):
     table.add_section()
     cpu = report["cpu"]
     table.add_row("cpu", f"{cpu['cores']} cores", cpu["model"])
-    table.add_row("cpu features", "", " ".join(cpu["features"]) or "(none of: " + " ".join(CPU_FEATURES) + ")")
+    table.add_row("cpu features", "", " ".join(cpu["features"]) or "(none of: " + " ".join(FEATURES) + ")")
+    table.add_row("bf16 units", "", cpu["bf16"])
+    table.add_row("int8 units", "", cpu["int8"])
     if not report["gpus"]:
         table.add_row("gpu", "none", "no NVIDIA driver or device")
     for i, gpu in enumerate(report["gpus"]):

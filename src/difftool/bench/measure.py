@@ -132,46 +132,9 @@ def load_average() -> list[float]:
 
 def available_cores() -> int:
     """CPUs this process may run on (its affinity mask), else the CPU count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from difftool.runtime.cpu import cores
 
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as a dict (empty elsewhere)."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    if info:
-                        break
-                    continue
-                key, _, value = line.partition(":")
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_bf16", "amx_int8", "asimd", "sve")
-BF16_UNITS = ("amx_bf16", "avx512_bf16")  # bf16 matrix/dot-product instructions (else bf16 is emulated)
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as /proc/cpuinfo reports them (empty where it is not readable)."""
-    cpu = _cpuinfo()
-    return set(cpu.get("flags", cpu.get("Features", "")).split())
-
-
-def bf16_units() -> str | None:
-    """None when the CPU reports bf16 units (:data:`BF16_UNITS`), else why not: the run-time choice of a
-    bf16 path reads this, never an assumption about the machine."""
-    if any(f in cpu_flags() for f in BF16_UNITS):
-        return None
-    return "this CPU reports neither amx_bf16 nor avx512_bf16 (bf16 would be emulated, slower than fp32)"
+    return cores()
 
 
 def _version(dist: str) -> str | None:
@@ -183,8 +146,9 @@ def _version(dist: str) -> str | None:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, affinity, SIMD flags, OS, Python and library versions (no heavy imports)."""
-    cpu = _cpuinfo()
-    flags = cpu_flags()
+    from difftool.runtime import cpu as cpu_features
+
+    cpu = cpu_features.cpuinfo()
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:
@@ -197,7 +161,7 @@ def machine_info() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "available_cores": available_cores(),
         "affinity": affinity,
-        "simd": [f for f in SIMD_FLAGS if f in flags],
+        "simd": cpu_features.features(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "versions": {d: _version(d) for d in ("difftool", "numpy", "onnxruntime", "onnx", "torch")},

@@ -13,8 +13,8 @@ Torch is imported only for the torch backends (and, when installed, to count FLO
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,9 @@ def canonical_backend(name: str) -> str:
     return _canonical(name, allow_auto=False)
 
 
-def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int) -> Denoiser:
-    """Open ``artifact`` on ``backend`` with ``threads`` CPU threads; :class:`Unavailable` if it cannot."""
+def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int, precision: str = "fp32") -> Denoiser:
+    """Open ``artifact`` on ``backend`` with ``threads`` CPU threads (torch backends: in ``precision``, see
+    :func:`difftool.models.denoiser.choose_precision`); :class:`Unavailable` if it cannot."""
     from difftool.runtime.backends import available_backends, make_denoiser
 
     reason = available_backends().get(backend)
@@ -92,8 +93,9 @@ def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int) ->
         if path is None:
             raise Unavailable(f"needs an ONNX graph: no {artifact.with_suffix('.onnx').name} beside "
                               f"{artifact.name} (difftool export)")
+    opts = {"precision": precision} if backend.startswith("torch") else {}
     try:
-        denoiser = make_denoiser(path, backend=backend, threads=threads)
+        denoiser = make_denoiser(path, backend=backend, threads=threads, **opts)
     except DifftoolError as exc:
         raise Unavailable(str(exc)) from None
     if denoiser.name != backend:  # a row filed under a GPU backend must hold that backend's numbers
@@ -297,12 +299,13 @@ def _bench_generator(artifact: Path, results: list, skipped: list, *, console, *
 
 def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
               batches: tuple[int, ...] = (1, 16, 64), backends: tuple[str, ...] = DEFAULT_BACKENDS,
-              threads: int | None = None, repeats: int = 5, guidance: float = 1.0,
+              threads: int | None = None, repeats: int = 5, guidance: float = 1.0, precision: str = "fp32",
               console=None) -> dict[str, Any]:
     """Benchmark ``artifact`` (None: the bundled sprite model); returns a JSON-serialisable record.
 
     ``backends``: registry names or aliases (``difftool.runtime.kinds.BACKENDS``: ort, torch, cuda, trt ...).
     ``threads``: CPU threads for every library (default: the cores this process may use).
+    ``precision``: of the torch backends (fp32 | bf16 | auto: bf16 autocast where the CPU has bf16 units).
     """
     started = time.perf_counter()
     artifact = Path(artifact) if artifact is not None else bundled_artifact()
@@ -340,7 +343,7 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
                              batches=batches, threads=threads, repeats=repeats, console=console)
             continue
         try:
-            denoiser = open_backend(name, artifact, card, threads)
+            denoiser = open_backend(name, artifact, card, threads, precision)
         except Unavailable as exc:
             skipped.append({"backend": name, "reason": str(exc)})
             _say(console, f"[yellow]skipped[/] {name}: {exc}")
@@ -350,6 +353,8 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
             row = bench_case(denoiser, name, int(batch), sampler=sampler, steps=steps, guidance=guidance,
                              repeats=repeats, flops_per_sample=flops["per_sample"], peak_gflops=peak.gflops)
             row["suspect"] = check_loop(row)  # loop vs steps x forward disagree > 2x: not a figure
+            if hasattr(denoiser, "precision"):  # torch: fp32 or bf16 autocast, and why (chosen at run time)
+                row["precision"], row["precision_reason"] = denoiser.precision, denoiser.precision_reason
             results.append(row)
             _say(console, f"[dim]{name} batch {batch}: {row['unet_steps_per_s']:.1f} steps/s, "
                           f"loop {row['loop']['median_s']:.3f} s[/]"

@@ -13,16 +13,35 @@ from torch import nn
 from difftool.config import ModelCard
 
 
+def choose_precision(precision: str, device: str) -> tuple[str, str]:
+    """(precision, why) for a CPU/CUDA run: ``auto`` is fp32, except bf16 autocast on a CPU that reports bf16
+    matrix units (:func:`difftool.runtime.cpu.bf16_units`); ``bf16`` is always honoured (emulated, slow,
+    without the units: for checking its numbers)."""
+    from difftool.errors import DifftoolError
+    from difftool.runtime.cpu import RUN_PRECISIONS, bf16_units
+
+    if precision not in RUN_PRECISIONS:
+        raise DifftoolError(f"unknown precision {precision!r}; choose one of: {', '.join(RUN_PRECISIONS)}")
+    if precision != "auto":
+        return precision, "asked for"
+    if device != "cpu":
+        return "fp32", "auto: bf16 autocast is chosen on CPUs only"
+    missing = bf16_units()
+    return ("fp32", f"auto: {missing}") if missing else ("bf16", "auto: the CPU has bf16 matrix units")
+
+
 class TorchDenoiser:
-    """numpy in, numpy out; eval mode, inference mode, optional CUDA graphs."""
+    """numpy in, numpy out; eval mode, inference mode, optional CUDA graphs; on CPU optionally under bf16
+    autocast (``precision``: see :func:`choose_precision`; the output is float32 either way)."""
 
     def __init__(self, module: nn.Module, card: ModelCard, device: str = "cpu", threads: int | None = None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, precision: str = "fp32"):
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
         self.card = card
+        self.precision, self.precision_reason = choose_precision(precision, self.device.type)
         self.name = f"torch-{self.device.type}"
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple, tuple] = {}
@@ -30,7 +49,8 @@ class TorchDenoiser:
     def __call__(self, x: np.ndarray, t: np.ndarray, context: np.ndarray) -> np.ndarray:
         if self.use_graphs:
             return self._graph_call(x, t, context)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
             xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
             tt = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)).to(self.device)
             ct = self._context(context, xt.shape[0])

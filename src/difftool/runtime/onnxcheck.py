@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from difftool.config import ModelCard
 from difftool.errors import DifftoolError
 

@@ -71,7 +71,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # 0 = torch default
-    amp: bool = True  # CUDA only
+    amp: bool = True  # CUDA: fp16 autocast + grad scaling
+    precision: str = "fp32"  # CPU: fp32 | bf16 (autocast) | auto (bf16 where the CPU has bf16 matrix units)
     sample_every: int = 1000  # steps; 0 = only at the end
     save_every: int = 500  # steps
     log_every: int = 50
@@ -161,6 +162,9 @@ def train(cfg: TrainConfig, console=None) -> Path:
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     step = 0
     use_amp = cfg.amp and device.type == "cuda"
+    cpu_bf16 = device.type == "cpu" and _cpu_precision(cfg.precision) == "bf16"
+    if dist.main and cpu_bf16:
+        _say(console, "bf16 autocast on CPU (--precision)")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state_path = out / "train_state.pt"
     if cfg.resume and state_path.exists():
@@ -206,7 +210,8 @@ def train(cfg: TrainConfig, console=None) -> Path:
             t_in = t.float() / card.schedule.num_timesteps if card.schedule.time_input == "fraction" else t.float()
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16,
+                                enabled=use_amp or cpu_bf16):
                 pred = ddp_model(x_t, t_in, ctx).float()
             if cfg.loss_weight == "none":
                 loss = F.mse_loss(pred, noise)
@@ -246,6 +251,13 @@ def train(cfg: TrainConfig, console=None) -> Path:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
+
+def _cpu_precision(precision: str) -> str:
+    """fp32 or bf16 for CPU training (:func:`difftool.models.denoiser.choose_precision`'s rule)."""
+    from difftool.models.denoiser import choose_precision
+
+    return choose_precision(precision, "cpu")[0]
 
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 of all parameters and buffers (exact bytes, in state-dict order)."""

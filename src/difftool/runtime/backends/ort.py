@@ -21,7 +21,6 @@ first use. ``shards=1`` turns it off.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,9 @@ CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}  # EXHAUSTIVE costs ~0.6 
 
 def default_threads() -> int:
     """CPU threads for intra-op parallelism: the cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    from difftool.runtime.cpu import cores
+
+    return cores()
 
 
 def auto_providers() -> list:
