@@ -77,7 +77,7 @@ def test_run_bench_flags_a_competed_run(tmp_path, monkeypatch):
 
     artifact = tmp_path / "tiny.onnx"
     _save_onnx(artifact, _tiny_onnx())
-    monkeypatch.setattr(run_mod, "open_backend", lambda name, path, card, threads: _Net(card))
+    monkeypatch.setattr(run_mod, "open_backend", lambda name, path, card, threads, precision="fp32": _Net(card))
     monkeypatch.setattr(run_mod, "count_flops", lambda path, card: {"per_sample": None, "source": None})
     calm = run_bench(artifact, batches=(4,), backends=("ort",), repeats=3, threads=1)
     assert calm["results"][0]["suspect"] is None, calm["results"][0]

@@ -15,6 +15,8 @@ images when given, otherwise from the fp32 model's own DDIM samples (a model-onl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -150,7 +152,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[
                   target: str = "cpu") -> list[str]:
     """Quantise ``fp32_path`` into ``out_path`` calibrated on ``feeds`` for ``target``; returns notes."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     options = quant_options(target)  # an unknown target fails before the calibration
@@ -165,16 +166,23 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[
         except Exception as exc:  # shape inference can fail on exotic graphs; quantise the raw graph
             notes.append(f"quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantised without it")
             pre = Path(fp32_path)
-        quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=["Conv"], nodes_to_exclude=end_convs(pre),
-                        calibrate_method=CalibrationMethod.Percentile,
-                        **{**options, "extra_options": {**options.get("extra_options", {}),
-                                                        "CalibPercentile": CALIB_PERCENTILE}})
+        with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator print()s; stdout is --json's
+            _quantize(pre, q, reader, options)
         model = onnx.load(str(q))
     set_props(model, {**props, "precision": "int8", "quantization": QUANT_NOTES[target], "int8_target": target})
     pin_ir_version(model)
     save_single_file(model, out_path)
     return notes
+
+
+def _quantize(pre: Path, q: Path, reader, options: dict) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    quantize_static(str(pre), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=["Conv"], nodes_to_exclude=end_convs(pre),
+                    calibrate_method=CalibrationMethod.Percentile,
+                    **{**options, "extra_options": {**options.get("extra_options", {}),
+                                                    "CalibPercentile": CALIB_PERCENTILE}})
 
 
 def tensorrt_qdq_problems(model) -> list[str]:
