@@ -39,7 +39,7 @@ def render_table(result: dict[str, Any]) -> Table:
         f"{_num(peak)} GFLOP/s, load avg {load.get('start')} -> {load.get('end')}",
         f"FLOPs per sample {_si(result['flops'].get('per_sample'))} ({result['flops'].get('source')}); "
         "fwd ms = median forward (min/max in --json); ovh = share of the loop spent outside the network; "
-        "cost = loop time beyond as many bare forwards (timed after each loop); "
+
         "RSS = process peak; x loop = Python loop time / generator time (generator rows, same run)",
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]
@@ -49,7 +49,7 @@ def render_table(result: dict[str, Any]) -> Table:
     table = Table(title=title, caption="\n".join(lines), caption_justify="left", box=box.SIMPLE_HEAVY,
                   pad_edge=False, collapse_padding=True)
     table.add_column("backend", min_width=10)
-    for name in ("batch", "fwd ms", "steps/s", "img·st/s", f"{loop} s", "ovh %", "cost %", "GFLOP/s", "% peak",
+    for name in ("batch", "fwd ms", "steps/s", "img·st/s", f"{loop} s", "ovh %", "GFLOP/s", "% peak",
                  "RSS MB", "x loop"):
         table.add_column(name, justify="right")
     for row in result["results"]:
@@ -58,7 +58,7 @@ def render_table(result: dict[str, Any]) -> Table:
         cells = [_num(fwd["median_ms"], ".2f"),
                  _num(row["unet_steps_per_s"]), _num(row["images_steps_per_s"]),
                  _num(row["loop"]["median_s"], ".3f"), _num(row["loop_overhead_pct"]),
-                 _num(row.get("loop_cost_pct")), _num(row["gflops"]), _num(100 * fraction if fraction is not None else None)]
+                 _num(row["gflops"]), _num(100 * fraction if fraction is not None else None)]
         name = row["backend"]
         if row.get("suspect"):  # timings disturbed: shown struck through, explained in the caption
             cells = [f"[dim strike]{c}[/]" for c in cells]
@@ -66,7 +66,7 @@ def render_table(result: dict[str, Any]) -> Table:
         table.add_row(name, str(row["batch"]), *cells, _num(row["peak_rss_mb"], ".0f"),
                       _num(row.get("speedup_vs_python_loop"), ".2f"))
     for skip in result["skipped"]:
-        table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 9)
+        table.add_row(skip["backend"], "-", "[dim]skip[/]", *["-"] * 8)
     return table
 
 
