@@ -40,7 +40,6 @@ from difftool.bench.runners import (
     compile_runner,
     denoiser_runner,
     generator_runner,
-    loop_cost,
     loop_samples,
     median,
     torch_runner,
@@ -363,8 +362,7 @@ def bench_model(prep: Prepared, args: argparse.Namespace, peak: float, work: Pat
                 rows.append(_loop_only_row(r, batch, loops))
                 continue
             t = fwd[r.name]
-            walls, overhead, bare = loops[r.name]
-            cost = loop_cost(walls, bare)
+            walls, overhead = loops[r.name]
             flops = r.flops_per_sample * r.rows if r.flops_per_sample else None
             gflops = flops / t.median / 1e9 if flops else None
             if r.compile_s is not None:
@@ -378,7 +376,6 @@ def bench_model(prep: Prepared, args: argparse.Namespace, peak: float, work: Pat
                 "loop": {"median_s": median(walls), "min_s": min(walls), "max_s": max(walls), "repeats": len(walls)},
                 "loop_overhead_pct": 100.0 * median(overhead),
                 "loop_overhead_vs_forward_pct": 100.0 * (median(walls) - STEPS * t.median) / median(walls),
-                "loop_cost_pct": None if cost is None else 100.0 * cost,
             })
     if opened.anchor is not None:
         notes.append(f"diffusers anchor config: {opened.anchor.config}")
@@ -401,7 +398,7 @@ def _loop_only_row(r: Runner, batch: int, loops: dict) -> dict[str, Any]:
             "flops_per_sample": None, "gflops": None, "peak_fraction": None,
             "loop": {"median_s": loop_s, "min_s": min(walls), "max_s": max(walls), "repeats": len(walls)},
             "vs_python_loop": median(ort) / loop_s if ort else None,
-            "loop_overhead_pct": None, "loop_overhead_vs_forward_pct": None, "loop_cost_pct": None}
+            "loop_overhead_pct": None, "loop_overhead_vs_forward_pct": None}
 
 
 # -- extras ----------------------------------------------------------------------------------------------

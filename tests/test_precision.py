@@ -10,7 +10,8 @@ import pytest
 import difftool.runtime.cpu as cpu
 from difftool.errors import DifftoolError
 from difftool.models.checkpoint import load
-from difftool.models.denoiser import TorchDenoiser, choose_precision
+from difftool.models.denoiser import TorchDenoiser
+from difftool.runtime.cpu import choose_precision
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "difftool" / "assets" / "sprites.safetensors"
 

@@ -80,9 +80,7 @@ def train(
         raise typer.BadParameter("needs --model diffusers", param_hint="--unet-config")
     if loss_weight not in ("none", "min_snr"):
         raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
-    from difftool.runtime.cpu import RUN_PRECISIONS
-
-    opt.check_choice(precision, RUN_PRECISIONS, "--precision")
+    opt.check_precision(precision)
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
@@ -260,9 +258,7 @@ def bench(
 
     opt.check_sampler(sampler)
     opt.check_finite(guidance, "--guidance", minimum=0.0)
-    from difftool.runtime.cpu import RUN_PRECISIONS
-
-    opt.check_choice(precision, RUN_PRECISIONS, "--precision")
+    opt.check_precision(precision)
     batches = _int_list(batch, "--batch")
     backends = tuple(b for b in backend.replace(" ", "").split(",") if b)
     for name in backends:

@@ -47,6 +47,13 @@ def check_choice(value, choices, flag) -> None:
         raise typer.BadParameter(f"must be one of: {', '.join(choices)}", param_hint=flag)
 
 
+def check_precision(value: str, flag: str = "--precision") -> None:
+    """A usage error (exit 2) unless ``value`` is a PyTorch run precision (``runtime.cpu.RUN_PRECISIONS``)."""
+    from difftool.runtime.cpu import RUN_PRECISIONS
+
+    check_choice(value, RUN_PRECISIONS, flag)
+
+
 def check_sampler(value: str | None, flag: str = "--sampler") -> None:
     """A usage error (exit 2) unless ``value`` is a registered sampler or alias."""
     if value is not None and value.strip().lower() not in sampler_registry.choices():

@@ -27,10 +27,10 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     from difftool.runtime import cpu
 
     fields = cpu.cpuinfo() if cpuinfo is None else cpu.parse_cpuinfo(cpuinfo)
+    flags = cpu.flags(fields)
     return {"model": fields.get("model name") or platform.processor() or platform.machine(),
             "cores": cpu.cores(), "features": cpu.features(fields),
-            "bf16": cpu.bf16_units(cpu.flags(fields)) or "available",
-            "int8": cpu.int8_units(cpu.flags(fields)) or "available"}
+            "bf16": cpu.bf16_units(flags) or "available", "int8": cpu.int8_units(flags) or "available"}
 
 
 def gpu_info(run=subprocess.run) -> list[dict[str, Any]]:

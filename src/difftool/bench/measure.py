@@ -130,13 +130,6 @@ def load_average() -> list[float]:
         return []
 
 
-def available_cores() -> int:
-    """CPUs this process may run on (its affinity mask), else the CPU count."""
-    from difftool.runtime.cpu import cores
-
-    return cores()
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -159,7 +152,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_family": cpu.get("cpu family"),
         "cpu_mhz": float(cpu["cpu MHz"]) if "cpu MHz" in cpu else None,
         "logical_cpus": os.cpu_count(),
-        "available_cores": available_cores(),
+        "available_cores": cpu_features.cores(),
         "affinity": affinity,
         "simd": cpu_features.features(),
         "os": platform.platform(),

@@ -35,9 +35,7 @@ def machine_lines(record: dict[str, Any]) -> list[str]:
         f"- **Method**: interleaved round-robin per repeat (order rotated), {record['options']['repeats']} forward "
         f"samples of >= {record['options']['block_s']} s each, {record['options']['loop_repeats']} sampling loops; "
         "median with min-max; FLOPs by FlopCounterMode (2 per multiply-add); "
-        "loop overhead = share of the loop spent outside the network, timed inside the same loops "
-        "(`loop_cost_pct` in the JSON: the loop against as many bare forwards timed after it; too noisy on a "
-        "shared VM with 3 loops to be a figure)",
+        "loop overhead = share of the loop spent outside the network, timed inside the same loops",
     ]
 
 

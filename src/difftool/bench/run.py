@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from difftool.bench.artifacts import _onnx_for, bundled_artifact, count_flops, f
 from difftool.bench.measure import (
     SETTLE_S,
     Budget,
-    available_cores,
     current_rss_mb,
     load_average,
     machine_info,
@@ -36,6 +34,7 @@ from difftool.bench.peak import measure_peak
 from difftool.bench.sanity import check_loop
 from difftool.config import ModelCard
 from difftool.errors import DifftoolError
+from difftool.runtime.cpu import cores
 from difftool.runtime.denoiser import Denoiser
 from difftool.runtime.kinds import FILE_KINDS
 from difftool.runtime.kinds import canonical_backend as _canonical
@@ -72,7 +71,7 @@ def canonical_backend(name: str) -> str:
 
 def open_backend(backend: str, artifact: Path, card: ModelCard, threads: int, precision: str = "fp32") -> Denoiser:
     """Open ``artifact`` on ``backend`` with ``threads`` CPU threads (torch backends: in ``precision``, see
-    :func:`difftool.models.denoiser.choose_precision`); :class:`Unavailable` if it cannot."""
+    :func:`difftool.runtime.cpu.choose_precision`); :class:`Unavailable` if it cannot."""
     from difftool.runtime.backends import available_backends, make_denoiser
 
     reason = available_backends().get(backend)
@@ -176,27 +175,18 @@ def forward_inputs(card: ModelCard, rows: int, seed: int = 0) -> tuple[np.ndarra
 
 @dataclass
 class LoopTiming:
-    """Sampling-loop wall times and, per loop, the share spent outside the network; ``bare``: the same
-    number of forwards alone (same inputs), timed right after each loop."""
+    """Sampling-loop wall times and, per loop, the share spent outside the network."""
 
     seconds: list[float]
     overhead: list[float]  # (loop - time inside forwards) / loop, per loop
     forwards: int  # network forwards per loop
-    bare: list[float]  # seconds of ``forwards`` bare forwards, one per loop
-
-    @property
-    def cost(self) -> float:
-        """Median over loops of (loop - its bare forwards) / loop: what the sampler adds to its forwards."""
-        return float(np.median([(w - b) / w for w, b in zip(self.seconds, self.bare, strict=True)]))
 
 
 def time_loop(pipe: Pipeline, proxy: TimedDenoiser, request: SampleRequest, repeats: int,
-              forward: Callable[[], object], max_s: float = LOOP_MAX_S) -> LoopTiming:
-    """Run the full sampling loop up to ``repeats`` times (at least once; stop after ``max_s``), each followed
-    by as many bare ``forward()`` calls as the loop made."""
+              max_s: float = LOOP_MAX_S) -> LoopTiming:
+    """Run the full sampling loop up to ``repeats`` times (at least once; stop after ``max_s``)."""
     seconds: list[float] = []
     overhead: list[float] = []
-    bare: list[float] = []
     forwards = 0
     start = time.perf_counter()
     while len(seconds) < repeats:
@@ -207,18 +197,9 @@ def time_loop(pipe: Pipeline, proxy: TimedDenoiser, request: SampleRequest, repe
         seconds.append(wall)
         overhead.append((wall - proxy.seconds) / wall)
         forwards = proxy.calls
-        bare.append(time_forwards(forward, forwards))
         if time.perf_counter() - start >= max_s:
             break
-    return LoopTiming(seconds, overhead, forwards, bare)
-
-
-def time_forwards(forward: Callable[[], object], count: int) -> float:
-    """Seconds of ``count`` back-to-back ``forward()`` calls."""
-    t0 = time.perf_counter()
-    for _ in range(count):
-        forward()
-    return time.perf_counter() - t0
+    return LoopTiming(seconds, overhead, forwards)
 
 
 def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, steps: int, guidance: float,
@@ -234,7 +215,7 @@ def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, st
     proxy = TimedDenoiser(denoiser)
     request = SampleRequest(n=batch, context=one_hot_context(card, batch), sampler=sampler, steps=steps,
                             guidance=guidance, seed=0)
-    loop = time_loop(Pipeline(proxy), proxy, request, repeats, lambda: denoiser(x, t, ctx))
+    loop = time_loop(Pipeline(proxy), proxy, request, repeats)
     fwd_s, loop_s = fwd.median, float(np.median(loop.seconds))
     flops = flops_per_sample * rows if flops_per_sample else None
     gflops = flops / fwd_s / 1e9 if flops else None
@@ -259,9 +240,6 @@ def bench_case(denoiser: Denoiser, backend: str, batch: int, *, sampler: str, st
         "loop_overhead_pct": 100.0 * float(np.median(loop.overhead)),
         # ... and the definition "loop - forwards x forward time" with the separately timed forward
         "loop_overhead_vs_forward_pct": 100.0 * (loop_s - loop.forwards * fwd_s) / loop_s,
-        # what the loop costs beyond its forwards: each loop against as many bare forwards right after it
-        # (a bare forward pays the same cache refill after onnxruntime as the sampler's first array operation)
-        "loop_cost_pct": 100.0 * loop.cost,
         "flops_per_forward": flops,
         "gflops": gflops,
         "peak_fraction": gflops / peak_gflops if (gflops and peak_gflops) else None,
@@ -327,7 +305,7 @@ def run_bench(artifact: Path | None, *, sampler: str = "ddim", steps: int = 25,
     card = read_card(artifact)
     if guidance != 1.0 and not card.supports_guidance:
         raise DifftoolError(card.no_guidance_reason)
-    threads = int(threads) if threads else available_cores()
+    threads = int(threads) if threads else cores()
     load_start = load_average()
     _say(console, f"[dim]bench {artifact.name}: {', '.join(names)}; batches {list(batches)}; "
                   f"{threads} threads; load {load_start}[/]")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from difftool.bench.measure import SETTLE_S
-from difftool.bench.run import TimedDenoiser, forward_batch, forward_inputs, one_hot_context, time_forwards
+from difftool.bench.run import TimedDenoiser, forward_batch, forward_inputs, one_hot_context
 from difftool.config import ModelCard
 from difftool.runtime.denoiser import Denoiser
 from difftool.runtime.pipeline import Pipeline, SampleRequest
@@ -43,7 +43,6 @@ class Runner:
     rows: int  # rows per forward
     compile_s: float | None = None  # one-off compile / build time at this shape
     note: str = ""
-    forwards: int = 0  # network forwards per loop (bare forwards are timed against the loop); 0: none
 
 
 @dataclass
@@ -109,7 +108,7 @@ def torch_runner(name: str, ref: TorchReference, batch: int, steps: int, flops_p
     def loop() -> float:
         return ref.sample(x, ctx, steps)[1]
 
-    return Runner(name, lambda: ref.forward(x, t, ctx), loop, flops_per_sample, batch, compile_s, forwards=steps)
+    return Runner(name, lambda: ref.forward(x, t, ctx), loop, flops_per_sample, batch, compile_s)
 
 
 def compile_runner(ref: TorchReference, batch: int, steps: int, flops_per_sample: int | None) -> Runner:
@@ -139,7 +138,7 @@ def denoiser_runner(name: str, denoiser: Denoiser, batch: int, steps: int, flops
         pipe.sample(request)
         return proxy.seconds
 
-    return Runner(name, lambda: denoiser(x, t, ctx), loop, flops_per_sample, len(x), note=note, forwards=steps)
+    return Runner(name, lambda: denoiser(x, t, ctx), loop, flops_per_sample, len(x), note=note)
 
 
 def generator_runner(gen: Any, batch: int, steps: int, sampler: str = "ddim", guidance: float = 1.0) -> Runner:
@@ -157,12 +156,11 @@ def generator_runner(gen: Any, batch: int, steps: int, sampler: str = "ddim", gu
 
 
 def loop_samples(runners: list[Runner], repeats: int, max_s: float,
-                 settle_s: float = SETTLE_S) -> dict[str, tuple[list[float], list[float], list[float]]]:
+                 settle_s: float = SETTLE_S) -> dict[str, tuple[list[float], list[float]]]:
     """Full sampling loops, round-robin over ``runners`` (order rotated each round): per runner the
-    wall seconds, the share of each loop spent outside the network and, right after each loop, the
-    seconds of as many bare forwards (runners with ``forwards``). At least one round; further rounds
-    only while under ``max_s``."""
-    out: dict[str, tuple[list[float], list[float], list[float]]] = {r.name: ([], [], []) for r in runners}
+    wall seconds and the share of each loop spent outside the network. At least one round; further
+    rounds only while under ``max_s``."""
+    out: dict[str, tuple[list[float], list[float]]] = {r.name: ([], []) for r in runners}
     start = time.perf_counter()
     for rnd in range(repeats):
         order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
@@ -171,21 +169,11 @@ def loop_samples(runners: list[Runner], repeats: int, max_s: float,
             t0 = time.perf_counter()
             inside = runner.loop()
             wall = time.perf_counter() - t0
-            walls, overhead, bare = out[runner.name]
-            walls.append(wall)
-            overhead.append((wall - inside) / wall)
-            if runner.forwards and runner.forward is not None:
-                bare.append(time_forwards(runner.forward, runner.forwards))
+            out[runner.name][0].append(wall)
+            out[runner.name][1].append((wall - inside) / wall)
         if time.perf_counter() - start >= max_s:
             break
     return out
-
-
-def loop_cost(walls: list[float], bare: list[float]) -> float | None:
-    """Median of (loop - its bare forwards) / loop; None without bare timings."""
-    if not bare:
-        return None
-    return float(np.median([(w - b) / w for w, b in zip(walls, bare, strict=True)]))
 
 
 def median(values: list[float]) -> float:

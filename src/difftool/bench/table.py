@@ -39,7 +39,6 @@ def render_table(result: dict[str, Any]) -> Table:
         f"{_num(peak)} GFLOP/s, load avg {load.get('start')} -> {load.get('end')}",
         f"FLOPs per sample {_si(result['flops'].get('per_sample'))} ({result['flops'].get('source')}); "
         "fwd ms = median forward (min/max in --json); ovh = share of the loop spent outside the network; "
-
         "RSS = process peak; x loop = Python loop time / generator time (generator rows, same run)",
     ]
     lines += [f"skipped {s['backend']}: {s['reason']}" for s in result["skipped"]]

@@ -79,11 +79,11 @@ def run_export(checkpoint: Path, *, out: Path | None, format: str = "onnx", prec
     checkpoint = _source(checkpoint, format, image_size, classes)
     if format == "onnx":
         from difftool.export.onnx_export import export_onnx
-        from difftool.runtime.backends.ort import default_threads
+        from difftool.runtime.cpu import cores
 
         report = export_onnx(checkpoint, out, optimize=optimize, image_size=image_size, precision=precision,
                              calibration_images=_calibration_images(list(calibration)),
-                             threads=default_threads())
+                             threads=cores())
         summary = {"path": str(report.path), "format": "onnx", "precision": report.precision,
                    "exporter": report.exporter, "opset": report.opset, "bytes": report.file_size,
                    "seconds": round(report.seconds, 2),

@@ -167,7 +167,7 @@ def _eps(g: _Graph, plan: GraphPlan, names: dict[str, str], t_now: str, unet_nod
 
 def _update(g: _Graph, plan: GraphPlan, names: dict[str, str], coef: dict[str, str], eps: str) -> dict[str, str]:
     """One table row applied (the engine's operations in its order); returns the next loop state."""
-    table, x = plan.table, "gen/x"
+    table, x, used = plan.table, "gen/x", _used_columns(plan)
     x0 = g.op("Mul", g.op("Sub", x, g.op("Mul", eps, coef["s"])), coef["inv_a"])  # (x - s eps) / a
     if plan.clip is not None:
         x0 = g.op("Clip", x0, "gen/clip_lo", "gen/clip_hi")
@@ -177,18 +177,18 @@ def _update(g: _Graph, plan: GraphPlan, names: dict[str, str], coef: dict[str, s
         if table.stochastic:
             values["z"] = _noise_row(g, plan)
             terms.append(("k_sigma", "z"))
-        return {"x": _combine(g, coef, values, terms, _linear_columns(plan))}
+        return {"x": _combine(g, coef, values, terms, used)}
     if plan.clip is not None:
-        if _used(table, "u_eps"):
+        if "u_eps" in used:
             eps = g.op("Mul", g.op("Sub", x, g.op("Mul", x0, coef["a"])), coef["inv_s"])  # (x - a x0) / s
     values = {"x": x, "x0": x0, "h1": "gen/h1", "h2": "gen/h2", "xl": "gen/xl", "eps": eps}
     corrector = [("c_x", "x"), ("c_x0", "x0"), ("c_h1", "h1"), ("c_h2", "h2"), ("c_xl", "xl")]
-    values["xc"] = _combine(g, coef, values, corrector, table) if table.corrects else x
+    values["xc"] = _combine(g, coef, values, corrector, used) if table.corrects else x
     terms = [("u_xc", "xc"), ("u_eps", "eps"), ("u_x0", "x0"), ("u_h1", "h1")]
     if table.stochastic:
         values["z"] = _noise_row(g, plan)
         terms.append(("sigma", "z"))
-    new = _combine(g, coef, values, terms, table)
+    new = _combine(g, coef, values, terms, used)
     return {"x": new, "h1": x0, "h2": "gen/h1", "xl": values["xc"]}
 
 
@@ -196,6 +196,14 @@ def _noise_row(g: _Graph, plan: GraphPlan) -> str:
     """This step's row of the noise input."""
     row = g.op("Gather", "gen/zidx", "gen/i", axis=0)
     return g.op("Gather", "noise", row, axis=0 if plan.layout == "default" else 1)
+
+
+def _used_columns(plan: GraphPlan) -> set[str]:
+    """The graph columns that are non-zero on some step (the terms of the others are left out)."""
+    columns = {name: plan.table.column(name) for name in COL}
+    if plan.table.linear:
+        columns.update(_linear_columns(plan))
+    return {name for name, values in columns.items() if np.any(values != 0.0)}
 
 
 def _linear_columns(plan: GraphPlan) -> dict[str, np.ndarray]:
@@ -232,13 +240,11 @@ def _body(plan: GraphPlan, unet_nodes: list, names: dict[str, str], weights: lis
     return helper.make_graph(g.nodes, "sampler_step", inputs, outputs, initializer=weights, value_info=info), state
 
 
-def _combine(g: _Graph, coef: dict[str, str], values: dict[str, str], terms, table) -> str:
-    """sum_k coef_k * value_k in the engine's order, leaving out columns that are zero on every step
-    (``table``: the Coefficients, or a dict of column name -> (S,) values)."""
+def _combine(g: _Graph, coef: dict[str, str], values: dict[str, str], terms, used: set[str]) -> str:
+    """sum_k coef_k * value_k in the engine's order, leaving out columns not in ``used`` (zero on every step)."""
     out = None
     for column, value in terms:
-        used = np.any(table[column] != 0.0) if isinstance(table, dict) else _used(table, column)
-        if not used:
+        if column not in used:
             continue
         term = g.op("Mul", values[value], coef[column])
         out = term if out is None else g.op("Add", out, term)

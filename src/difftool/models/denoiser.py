@@ -11,28 +11,12 @@ import torch
 from torch import nn
 
 from difftool.config import ModelCard
-
-
-def choose_precision(precision: str, device: str) -> tuple[str, str]:
-    """(precision, why) for a CPU/CUDA run: ``auto`` is fp32, except bf16 autocast on a CPU that reports bf16
-    matrix units (:func:`difftool.runtime.cpu.bf16_units`); ``bf16`` is always honoured (emulated, slow,
-    without the units: for checking its numbers)."""
-    from difftool.errors import DifftoolError
-    from difftool.runtime.cpu import RUN_PRECISIONS, bf16_units
-
-    if precision not in RUN_PRECISIONS:
-        raise DifftoolError(f"unknown precision {precision!r}; choose one of: {', '.join(RUN_PRECISIONS)}")
-    if precision != "auto":
-        return precision, "asked for"
-    if device != "cpu":
-        return "fp32", "auto: bf16 autocast is chosen on CPUs only"
-    missing = bf16_units()
-    return ("fp32", f"auto: {missing}") if missing else ("bf16", "auto: the CPU has bf16 matrix units")
+from difftool.runtime.cpu import choose_precision
 
 
 class TorchDenoiser:
     """numpy in, numpy out; eval mode, inference mode, optional CUDA graphs; on CPU optionally under bf16
-    autocast (``precision``: see :func:`choose_precision`; the output is float32 either way)."""
+    autocast (``precision``: see :func:`difftool.runtime.cpu.choose_precision`; the output is float32 either way)."""
 
     def __init__(self, module: nn.Module, card: ModelCard, device: str = "cpu", threads: int | None = None,
                  cuda_graphs: bool = True, precision: str = "fp32"):

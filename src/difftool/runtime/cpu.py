@@ -15,7 +15,7 @@ FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx5
             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
 BF16_UNITS = ("amx_bf16", "avx512_bf16")  # bf16 matrix / dot-product instructions (else bf16 is emulated)
 INT8_UNITS = ("amx_int8", "avx512_vnni", "avx_vnni")  # int8 dot products (else u8s8 via vpmaddubsw)
-RUN_PRECISIONS = ("auto", "fp32", "bf16")  # of the PyTorch backend (difftool.models.denoiser.choose_precision)
+RUN_PRECISIONS = ("auto", "fp32", "bf16")  # of the PyTorch backend and of training (choose_precision)
 
 
 def parse_cpuinfo(text: str) -> dict[str, str]:
@@ -76,3 +76,19 @@ def int8_units(have: set[str] | None = None) -> str | None:
         return None
     return ("this CPU reports none of amx_int8, avx512_vnni, avx_vnni (int8 runs as u8s8 through vpmaddubsw "
             "with 7-bit weights)")
+
+
+def choose_precision(precision: str, device: str) -> tuple[str, str]:
+    """(precision, why) of a PyTorch run on ``device`` ("cpu", "cuda"): ``auto`` is fp32, except bf16 autocast on a
+    CPU that reports bf16 matrix units (:func:`bf16_units`); ``fp32`` and ``bf16`` are honoured as asked (bf16
+    without the units is emulated and slow: for checking its numbers)."""
+    from difftool.errors import DifftoolError
+
+    if precision not in RUN_PRECISIONS:
+        raise DifftoolError(f"unknown precision {precision!r}; choose one of: {', '.join(RUN_PRECISIONS)}")
+    if precision != "auto":
+        return precision, "asked for"
+    if device != "cpu":
+        return "fp32", "auto: bf16 autocast is chosen on CPUs only"
+    missing = bf16_units()
+    return ("fp32", f"auto: {missing}") if missing else ("bf16", "auto: the CPU has bf16 matrix units")

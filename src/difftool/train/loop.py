@@ -33,6 +33,7 @@ from difftool.fileio import atomic_write
 from difftool.models import build
 from difftool.models.checkpoint import save
 from difftool.models.presets import default_preset, preset
+from difftool.runtime.cpu import choose_precision
 from difftool.runtime.schedules import make_schedule
 from difftool.train.devices import DistEnv, cuda_device_count, plan_device
 from difftool.train.steps import (  # noqa: F401 (re-exported: the loop's parts, tested by name)
@@ -162,7 +163,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     step = 0
     use_amp = cfg.amp and device.type == "cuda"
-    cpu_bf16 = device.type == "cpu" and _cpu_precision(cfg.precision) == "bf16"
+    cpu_bf16 = device.type == "cpu" and choose_precision(cfg.precision, "cpu")[0] == "bf16"
     if dist.main and cpu_bf16:
         _say(console, "bf16 autocast on CPU (--precision)")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -251,13 +252,6 @@ def train(cfg: TrainConfig, console=None) -> Path:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-
-
-def _cpu_precision(precision: str) -> str:
-    """fp32 or bf16 for CPU training (:func:`difftool.models.denoiser.choose_precision`'s rule)."""
-    from difftool.models.denoiser import choose_precision
-
-    return choose_precision(precision, "cpu")[0]
 
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 of all parameters and buffers (exact bytes, in state-dict order)."""

@@ -29,6 +29,7 @@ import numpy as np
 from difftool.config import CARD_KEY, ModelCard
 from difftool.errors import DifftoolError
 from difftool.runtime.backends import ortcheck
+from difftool.runtime.cpu import cores
 
 CONTRACT_INPUTS = {"x": 4, "t": 1, "context": 2}  # name -> rank
 PROVIDER_NAMES = {
@@ -38,13 +39,6 @@ PROVIDER_NAMES = {
 }
 GPU_PROVIDERS = ortcheck.GPU_PROVIDERS
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}  # EXHAUSTIVE costs ~0.6 s per new batch shape
-
-
-def default_threads() -> int:
-    """CPU threads for intra-op parallelism: the cores this process may run on."""
-    from difftool.runtime.cpu import cores
-
-    return cores()
 
 
 def auto_providers() -> list:
@@ -65,7 +59,7 @@ class RowShards:
 
     def __init__(self, path: str | Path, threads: int | None, providers: list | None, shards: int | None = None):
         self.path, self.providers = Path(path), providers  # providers None: auto (may fall back to CPU)
-        self.threads = int(threads) if threads else default_threads()
+        self.threads = int(threads) if threads else cores()
         self.chosen = providers or auto_providers()
         gpu = any(_provider_name(p) in GPU_PROVIDERS for p in self.chosen)
         self.n = auto_shards(self.threads, gpu) if shards is None else max(1, int(shards))
@@ -109,7 +103,7 @@ def session_options(threads: int | None = None):
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = int(threads) if threads else default_threads()
+    opts.intra_op_num_threads = int(threads) if threads else cores()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = True
