@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported the fp32 graph (opset {report.opset}, {report.exporter}); parity vs PyTorch "
               f"{report.max_abs_err}", file=sys.stderr)
         model = onnx.load(str(fp32))
-        n = store_weights_fp16(model)
+        n = store_weights_fp16(model, lossless=True)
         pin_ir_version(model)
         compact = Path(tmp) / "compact.onnx"
         save_single_file(model, compact)

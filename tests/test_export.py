@@ -300,3 +300,21 @@ def test_fp16_stored_weights_halve_the_file_and_run_like_rounded_fp32(exported, 
     np.testing.assert_allclose(a, b, atol=1e-5)
     full = OrtDenoiser(src, threads=1)(x, t, ctx)
     assert 0 < float(np.abs(a - full).max()) < 5e-2  # rounding is real but small
+
+
+def test_fp16_storage_lossless_keeps_tables_float16_cannot_hold():
+    """``lossless=True`` (the bundle script): weights rounded beforehand go to fp16, exact tables (a palette
+    head's schedule rows) stay fp32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from difftool.export.compact import store_weights_fp16
+
+    rounded = np.linspace(-1, 1, 512, dtype=np.float32).astype(np.float16).astype(np.float32)
+    table = np.sqrt(1 - np.linspace(0.0, 0.999, 512)).astype(np.float32)
+    inits = [numpy_helper.from_array(rounded, "w"), numpy_helper.from_array(table, "tab")]
+    node = helper.make_node("Add", ["w", "tab"], ["y"])
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512])], inits)
+    model = helper.make_model(graph)
+    assert store_weights_fp16(model, lossless=True) == 1
+    kept = {i.name: i.data_type for i in model.graph.initializer}
+    assert kept == {"w__fp16": TensorProto.FLOAT16, "tab": TensorProto.FLOAT}

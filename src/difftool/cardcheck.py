@@ -49,7 +49,9 @@ def check_model(model) -> None:
         name = f"model.{f.name}"
         if f.name == "arch":
             continue
-        if "tuple" in str(f.type):
+        if f.name == "palette":  # the palette head's colours (empty: an eps head)
+            _colors(name, value)
+        elif "tuple" in str(f.type):
             if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_LEVELS:
                 _fail(name, f"a list of 1 to {MAX_LEVELS} entries", list(value))
             for i, item in enumerate(value):
@@ -68,6 +70,18 @@ def check_model(model) -> None:
             _float(name, value, 0.0, 100.0)
         else:
             _int(name, value, 1, MAX_WIDTH)
+
+
+MAX_COLORS = 256
+
+
+def _colors(field: str, value: Any) -> None:
+    if not isinstance(value, tuple) or len(value) > MAX_COLORS:
+        _fail(field, f"a list of at most {MAX_COLORS} colours", value)
+    for i, item in enumerate(value):
+        if not (isinstance(item, str) and len(item) == 7 and item[0] == "#"
+                and all(ch in "0123456789abcdefABCDEF" for ch in item[1:])):
+            _fail(f"{field}[{i}]", "a '#rrggbb' colour", item)
 
 
 def check_schedule(s) -> None:

@@ -69,6 +69,11 @@ def train(
                                                     "unless OUT/train_state.pt exists")] = None,
     precision: Annotated[str, typer.Option(help="CPU: fp32 | bf16 (autocast) | auto (bf16 where the CPU has bf16 "
                                                 "matrix units); CUDA always uses fp16 autocast")] = "fp32",
+    head: Annotated[str, typer.Option(help="eps (the network regresses the noise) | palette (U-Net presets on sprite "
+                                           "data: x0 as a mixture of the data's colours, returned as eps; "
+                                           "--init may be an eps model of the same preset)")] = "eps",
+    train_only: Annotated[str, typer.Option(help="head: only the palette head learns; the --init eps model stays "
+                                                 "as it is (default: everything learns)")] = "",
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import TrainConfig
@@ -81,6 +86,10 @@ def train(
     if loss_weight not in ("none", "min_snr"):
         raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
     opt.check_precision(precision)
+    if head not in ("eps", "palette"):
+        raise typer.BadParameter("must be 'eps' or 'palette'", param_hint="--head")
+    if train_only not in ("", "head"):
+        raise typer.BadParameter("must be 'head'", param_hint="--train-only")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,
@@ -88,7 +97,7 @@ def train(
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
                       save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
-                      init=str(init) if init else "", precision=precision)
+                      init=str(init) if init else "", precision=precision, head=head, train_only=train_only)
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 
@@ -120,11 +129,14 @@ def info(
     table.add_row("schedule", f"{s.kind}, T={s.num_timesteps}, beta {s.beta_start}..{s.beta_end}, "
                   f"{s.convention} convention, network time = {s.time_input}")
     table.add_row("prediction", card.prediction + (f", x0 clipped to +-{card.clip_limit:g}" if card.clip_limit else ""))
+    head = getattr(card.model, "palette", ())
+    table.add_row("output head", f"palette: x0 is a mixture of {len(head)} colours (returned as eps)" if head
+                  else "direct")
     if isinstance(card.training, dict) and "diffusers" in card.training:
         d = card.training["diffusers"]
         table.add_row("diffusers", f"{d.get('layout')} layout, U-Net {d.get('unet')}/{d.get('weights')}, "
                       f"{d.get('scheduler', {}).get('_class_name', 'DDPMScheduler')}")
-    shown = card.model.__dict__
+    shown = {k: v for k, v in card.model.__dict__.items() if k != "palette"}
     if card.model.arch == "diffusers_unet2d":  # the UNet2DModel keys that describe its shape
         keys = ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "num_class_embeds")
         shown = {**{k: card.model.unet.get(k) for k in keys}, "null_class": card.model.null_class}

@@ -45,7 +45,7 @@ def card_torch_flops(card: Any, batch: int = 1) -> int:
 
     from difftool.models import build
 
-    module = build(card.model).eval()
+    module = build(card.model, card.schedule).eval()
     s, c = card.image_size, card.channels
     x = torch.zeros(batch, c, s, s)
     t = torch.full((batch,), 0.5)

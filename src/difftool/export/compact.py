@@ -13,8 +13,10 @@ import numpy as np
 MIN_ELEMENTS = 256  # small tensors (biases, norms, scalars) stay float32: no size to win, no rounding
 
 
-def store_weights_fp16(model, min_elements: int = MIN_ELEMENTS) -> int:
-    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; returns the number of initializers converted."""
+def store_weights_fp16(model, min_elements: int = MIN_ELEMENTS, lossless: bool = False) -> int:
+    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; returns the number of initializers converted.
+    ``lossless``: only those float16 holds exactly (weights rounded beforehand), so tables that must stay exact
+    (a palette head's schedule rows) keep float32."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
@@ -25,6 +27,8 @@ def store_weights_fp16(model, min_elements: int = MIN_ELEMENTS) -> int:
             continue
         arr = numpy_helper.to_array(init)
         if arr.size < min_elements or not np.all(np.abs(arr) < 65000):
+            continue
+        if lossless and not np.array_equal(arr.astype(np.float16).astype(np.float32), arr):
             continue
         half_name = f"{init.name}__fp16"
         half = numpy_helper.from_array(arr.astype(np.float16), half_name)

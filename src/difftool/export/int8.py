@@ -141,11 +141,15 @@ def quant_options(target: str) -> dict:
 
 
 def end_convs(path: str | Path) -> list[str]:
-    """The first and the last Conv node of a graph (they stay float: the image-facing layers)."""
+    """The first Conv node of a graph and the last with every Conv reading the same features (a palette head's
+    colour conv beside the eps conv): they stay float, the image-facing layers."""
     import onnx
 
-    convs = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
-    return sorted({convs[0], convs[-1]}) if convs else []
+    convs = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Conv"]
+    if not convs:
+        return []
+    last_input = convs[-1].input[0]
+    return sorted({convs[0].name} | {n.name for n in convs if n.input[0] == last_input})
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, feeds: list[dict[str, np.ndarray]],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from difftool.config import ContextUnetConfig, DiffusersUnetConfig, ModelConfig, UnetConfig
+from difftool.config import ContextUnetConfig, ScheduleConfig, DiffusersUnetConfig, ModelConfig, UnetConfig
 
 
-def build(config: ModelConfig):
-    """Instantiate the nn.Module for ``config``: ``forward(x, t, context) -> eps``."""
+def build(config: ModelConfig, schedule: ScheduleConfig | None = None):
+    """Instantiate the nn.Module for ``config``: ``forward(x, t, context) -> eps``. ``schedule`` (the card's) is
+    needed by a U-Net with a palette head, which converts its clean-image estimate to eps."""
     if isinstance(config, ContextUnetConfig):
         from difftool.models.context_unet import ContextUnet
 
@@ -14,7 +15,7 @@ def build(config: ModelConfig):
     if isinstance(config, UnetConfig):
         from difftool.models.unet import Unet
 
-        return Unet(config)
+        return Unet(config, schedule)
     if isinstance(config, DiffusersUnetConfig):  # a diffusers UNet2DModel (needs diffusers)
         from difftool.models.diffusers_unet import build_unet
 

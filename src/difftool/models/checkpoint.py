@@ -76,7 +76,7 @@ def load(path: str | Path) -> LoadedModel:
     else:
         state = _read_pth(path)
         card = card_from_state_dict(state, path)
-    module = build_checked(card.model, state, path)
+    module = build_checked(card.model, state, path, card.schedule)
     return LoadedModel(module.eval(), card, path)
 
 

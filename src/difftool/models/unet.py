@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difftool.config import UnetConfig
+from difftool.config import ScheduleConfig, UnetConfig
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -140,9 +140,13 @@ class UpBlock(_ResAttnStack):
 
 
 class Unet(nn.Module):
-    """``forward(x (B,C,H,W), t (B,) float timestep, context (B,K) float | None) -> eps (B,C,H,W)``."""
+    """``forward(x (B,C,H,W), t (B,) float timestep, context (B,K) float | None) -> eps (B,C,H,W)``.
 
-    def __init__(self, config: UnetConfig = UnetConfig()):
+    With ``config.palette`` a second output conv gives colour logits and :class:`PaletteHead` turns both into eps
+    (``schedule``, the card's, is then required); ``forward(..., logits=True)`` returns (the conv's eps, the
+    colour logits) for the training loss."""
+
+    def __init__(self, config: UnetConfig = UnetConfig(), schedule: ScheduleConfig | None = None):
         super().__init__()
         cfg = self.config = config
         down, mid = list(cfg.down_channels), list(cfg.mid_channels)
@@ -169,6 +173,11 @@ class Unet(nn.Module):
         )
         self.norm_out = nn.GroupNorm(8, cfg.out_width)
         self.conv_out = nn.Conv2d(cfg.out_width, cfg.im_channels, 3, 1, 1)
+        self.head = None
+        if cfg.palette:  # a second output conv: one logit per colour (models.palette_head)
+            from difftool.models.palette_head import PaletteHead
+
+            self.head = PaletteHead(tuple(cfg.palette), schedule, cfg.im_channels, t_dim, cfg.out_width)
         if cfg.num_classes > 0:
             self.context_proj = nn.Linear(cfg.num_classes, t_dim, bias=False)
             self.null_embedding = nn.Parameter(torch.zeros(t_dim))
@@ -184,7 +193,8 @@ class Unet(nn.Module):
             temb = temb + self.context_proj(context) + weight_null * self.null_embedding
         return temb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                logits: bool = False) -> torch.Tensor:
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
         temb = self.embed(t, context)  # (B, T_dim)
         h = self.conv_in(x)  # (B, down[0], H, W)
@@ -196,4 +206,10 @@ class Unet(nn.Module):
             h = block(h, temb)
         for block in self.ups:
             h = block(h, skips.pop(), temb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = F.silu(self.norm_out(h))
+        eps = self.conv_out(h)
+        if self.head is None:
+            return eps
+        if logits:  # training: the conv's eps and the colour logits
+            return eps, self.head.logits(h, eps, x, t, temb)
+        return self.head(h, eps, x, t, temb)

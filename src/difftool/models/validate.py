@@ -26,14 +26,14 @@ def names(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_NAMES} more)" if len(items) > MAX_NAMES else "")
 
 
-def _build(config: ModelConfig, path, device: str | None = None) -> nn.Module:
+def _build(config: ModelConfig, path, device: str | None = None, schedule=None) -> nn.Module:
     from difftool.models import build
 
     try:
         if device is None:
-            return build(config)
+            return build(config, schedule)
         with torch.device(device):
-            return build(config)
+            return build(config, schedule)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, OverflowError) as exc:
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise DifftoolError(f"{path}: its {config.arch} config cannot be built ({msg})") from None
@@ -77,12 +77,14 @@ def check_values(state: dict[str, torch.Tensor], path) -> None:
         raise DifftoolError(f"{path}: negative BatchNorm running variance in {names(neg)}; the file is corrupt")
 
 
-def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
-    """The module for ``config`` with ``state`` loaded (strict), after the checks above."""
-    skeleton = _build(config, path, device="meta")
+def build_checked(config: ModelConfig, state: dict[str, torch.Tensor], path: str | Path,
+                  schedule=None) -> nn.Module:
+    """The module for ``config`` (and the card's ``schedule``) with ``state`` loaded (strict), after the checks
+    above."""
+    skeleton = _build(config, path, device="meta", schedule=schedule)
     check_structure(state, skeleton.state_dict(), config.arch, path)
     check_values(state, path)
-    module = _build(config, path)
+    module = _build(config, path, schedule=schedule)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # not expected after the checks; kept one line all the same

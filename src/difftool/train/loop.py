@@ -82,6 +82,10 @@ class TrainConfig:
     init: str = ""  # start from these weights (a difftool .safetensors of the same model) when not resuming
     loss_weight: str = "none"  # none | min_snr (Hang et al. 2023: eps loss weighted min(SNR, gamma) / SNR)
     snr_gamma: float = 5.0
+    # eps: the network regresses the noise; palette (U-Net presets, sprite data): a palette head
+    # (models.palette_head) over the data's colours, trained with the eps loss on the eps it returns
+    head: str = "eps"
+    train_only: str = ""  # "head": only the palette head learns (the eps model it was --init from stays as it is)
 
 
 class _Dist:
@@ -119,8 +123,26 @@ def build_card(cfg: TrainConfig, ds, device_type: str = "cpu") -> ModelCard:
     else:
         model_cfg = preset(name, channels=channels, size=size, num_classes=len(ds.class_names))
     schedule = ScheduleConfig(kind=cfg.schedule, num_timesteps=cfg.timesteps)
+    palette = data_palette(cfg, ds)
+    model_cfg = with_head(model_cfg, cfg.head, palette)
     return ModelCard(model=model_cfg, schedule=schedule, class_names=tuple(ds.class_names),
-                     source="difftool", credit=ds.credit, license=ds.license, palette=data_palette(cfg, ds))
+                     source="difftool", credit=ds.credit, license=ds.license, palette=palette)
+
+
+HEADS = ("eps", "palette")
+
+
+def with_head(model_cfg, head: str, palette: tuple[str, ...]):
+    """``model_cfg`` with the output head ``head``: ``eps`` as built, ``palette`` over the data's colours."""
+    if head not in HEADS:
+        raise DifftoolError(f"unknown --head {head!r}; use {' or '.join(HEADS)}")
+    if head == "eps":
+        return model_cfg
+    if model_cfg.arch != "unet":
+        raise DifftoolError(f"--head palette needs a U-Net preset (sprite, tiny, mnist, mnist-cpu), not {model_cfg.arch}")
+    if not palette:
+        raise DifftoolError("--head palette needs RGB sprite data (--dataset sprites): it learns the data's colours")
+    return dataclasses.replace(model_cfg, palette=tuple(palette))
 
 
 def data_palette(cfg: TrainConfig, ds) -> tuple[str, ...]:
@@ -131,6 +153,28 @@ def data_palette(cfg: TrainConfig, ds) -> tuple[str, ...]:
     from difftool.runtime.palette import learn_palette
 
     return learn_palette(ds.images, max_colors=64).hex()
+
+
+def eps_loss(pred: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The eps regression loss, weighted per sample by ``cfg.loss_weight``."""
+    if cfg.loss_weight == "none":
+        return F.mse_loss(pred, noise)
+    per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
+    return (per * loss_weights(alpha_bar, cfg.loss_weight, cfg.snr_gamma)).mean()
+
+
+def trainable(model, cfg: TrainConfig) -> list:
+    """The parameters the optimizer updates: all, or with ``train_only="head"`` the palette head's (the rest
+    frozen: no gradients, so the frozen body also runs cheaper)."""
+    if not cfg.train_only:
+        return list(model.parameters())
+    if cfg.train_only != "head":
+        raise DifftoolError(f"unknown --train-only {cfg.train_only!r}; use head")
+    if getattr(model, "head", None) is None or not cfg.init:
+        raise DifftoolError("--train-only head needs --head palette and --init (the eps model whose head it trains)")
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    return list(model.head.parameters())
 
 
 def train(cfg: TrainConfig, console=None) -> Path:
@@ -155,9 +199,9 @@ def train(cfg: TrainConfig, console=None) -> Path:
         raise DifftoolError(f"the {cfg.dataset} dataset at {paths} has no images")
     card = build_card(cfg, ds, device.type)
     torch.manual_seed(cfg.seed)
-    model = build(card.model).to(device)
+    model = build(card.model, card.schedule).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     steps_per_epoch = max(1, len(ds) // (cfg.batch_size * dist.world))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -182,6 +226,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     schedule = make_schedule(card.schedule)
+    head = getattr(model, "head", None)
     ab = torch.tensor(schedule.alpha_bar, dtype=torch.float32, device=device)
     images = torch.from_numpy(ds.images).to(device)  # (N, C, H, W) in [-1, 1]
     labels = torch.from_numpy(ds.labels).to(device)
@@ -213,12 +258,13 @@ def train(cfg: TrainConfig, console=None) -> Path:
                 g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
             with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16,
                                 enabled=use_amp or cpu_bf16):
-                pred = ddp_model(x_t, t_in, ctx).float()
-            if cfg.loss_weight == "none":
-                loss = F.mse_loss(pred, noise)
+                pred = ddp_model(x_t, t_in, ctx, logits=True) if head else ddp_model(x_t, t_in, ctx)
+            if head:  # the eps conv's loss plus the same loss on the eps the whole module returns
+                pred, colour_logits = pred
+                loss = eps_loss(pred.float(), noise, ab[t], cfg) + eps_loss(head.eps(colour_logits, x_t, t_in),
+                                                                          noise, ab[t], cfg)
             else:
-                per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
-                loss = (per * loss_weights(ab[t], cfg.loss_weight, cfg.snr_gamma)).mean()
+                loss = eps_loss(pred.float(), noise, ab[t], cfg)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -277,6 +323,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
                 "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight, "init": cfg.init,
+                "head": cfg.head, "train_only": cfg.train_only, "lr": cfg.lr, "max_steps": cfg.max_steps,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
     card = dataclasses.replace(card, training=training)
@@ -305,13 +352,17 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard, scaler=None) -> in
 
 
 def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
-    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required."""
+    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required, except
+    that an eps model may start a palette-head one (every weight but the output conv's, which starts fresh)."""
     from difftool.models.checkpoint import load
 
     loaded = load(path)
-    if loaded.card.model != card.model:
+    body = dataclasses.replace(card.model, palette=()) if card.model.arch == "unet" else card.model
+    if loaded.card.model not in (card.model, body):
         raise DifftoolError(f"--init {path} holds another model ({loaded.card.model.arch}); use the same --model")
     state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
+    if loaded.card.model != card.model:  # a new palette head: everything but the head's own (fresh) weights
+        state = model.state_dict() | state
     model.load_state_dict(state)
     ema.load_state_dict(state)
 
