@@ -114,6 +114,9 @@ def test_usage_errors_exit_2(ckpt, tmp_path):
     assert difftool("generate", ckpt, "--bogus-flag").returncode == 2
     proc = difftool("train", "--dataset", "digits", "--class-balance", "1.5", "--out", tmp_path / "never")
     assert proc.returncode == 2 and "class-balance" in proc.stderr
+    for flag, value in (("--head", "v"), ("--train-only", "body")):
+        proc = difftool("train", "--dataset", "digits", flag, value, "--out", tmp_path / "never")
+        assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "never").exists()
 
 

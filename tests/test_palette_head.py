@@ -174,8 +174,8 @@ def test_exported_palette_model_samples_like_pytorch(tmp_path):
     """ONNX export (Floor/Gather/Softmax/MatMul in the graph) and the generator keep the head's pixels."""
     pytest.importorskip("onnxruntime")
     from difftool.export.driver import run_export
-    from difftool.models.checkpoint import load as load_checkpoint
     from difftool.export.generator import GeneratorSettings
+    from difftool.models.checkpoint import load as load_checkpoint
     from difftool.models.checkpoint import save
     from difftool.models.denoiser import TorchDenoiser
     from difftool.runtime.loader import load

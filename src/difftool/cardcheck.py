@@ -72,10 +72,9 @@ def check_model(model) -> None:
             _int(name, value, 1, MAX_WIDTH)
 
 
-MAX_COLORS = 256
-
-
 def _colors(field: str, value: Any) -> None:
+    from difftool.runtime.palette import MAX_COLORS
+
     if not isinstance(value, tuple) or len(value) > MAX_COLORS:
         _fail(field, f"a list of at most {MAX_COLORS} colours", value)
     for i, item in enumerate(value):

@@ -76,7 +76,7 @@ def train(
                                                  "as it is (default: everything learns)")] = "",
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
-    from difftool.train.loop import TrainConfig
+    from difftool.train.loop import HEADS, TRAIN_ONLY, TrainConfig
     from difftool.train.loop import train as run
 
     if schedule not in ("cosine", "linear"):
@@ -86,10 +86,10 @@ def train(
     if loss_weight not in ("none", "min_snr"):
         raise typer.BadParameter("must be 'none' or 'min_snr'", param_hint="--loss-weight")
     opt.check_precision(precision)
-    if head not in ("eps", "palette"):
-        raise typer.BadParameter("must be 'eps' or 'palette'", param_hint="--head")
-    if train_only not in ("", "head"):
-        raise typer.BadParameter("must be 'head'", param_hint="--train-only")
+    if head not in HEADS:
+        raise typer.BadParameter(f"must be one of: {', '.join(HEADS)}", param_hint="--head")
+    if train_only and train_only not in TRAIN_ONLY:
+        raise typer.BadParameter(f"must be one of: {', '.join(TRAIN_ONLY)}", param_hint="--train-only")
     cfg = TrainConfig(dataset=dataset, data=tuple(str(p) for p in data or ()), out=str(out), model=model,
                       unet_config=str(unet_config or ""),
                       schedule=schedule, timesteps=timesteps, epochs=epochs, max_steps=max_steps, stop_after=stop_after,

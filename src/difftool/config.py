@@ -114,8 +114,8 @@ class UnetConfig:
     out_width: int = 16
     num_classes: int = 0
     context_init_std: float = 0.02  # std of the class embeddings at initialisation (training only)
-    # Non-empty: a palette head ("#rrggbb" colours). The last conv gives one logit per colour and pixel, the
-    # clean-image estimate is the softmax mixture of these colours (on the palette wherever the network is
+    # Non-empty: a palette head ("#rrggbb" colours). A second output conv gives one logit per colour and pixel,
+    # the clean-image estimate is the softmax mixture of these colours (on the palette wherever the network is
     # sure), and the module still returns eps, converted with the card's schedule (models.palette_head).
     palette: tuple[str, ...] = ()
 

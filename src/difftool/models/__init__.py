@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from difftool.config import ContextUnetConfig, ScheduleConfig, DiffusersUnetConfig, ModelConfig, UnetConfig
+from difftool.config import ContextUnetConfig, DiffusersUnetConfig, ModelConfig, ScheduleConfig, UnetConfig
 
 
 def build(config: ModelConfig, schedule: ScheduleConfig | None = None):

@@ -1,9 +1,9 @@
 """The palette head: the U-Net's clean-image estimate as a per-pixel mixture of a fixed palette, returned as eps.
 
 Pixel art uses a handful of exact colours. A network that regresses eps has no reason to land on them: its
-samples drift into in-between colours and speckle. With this head the last conv gives, besides the usual eps,
-one logit per palette colour and pixel (a second output conv beside the eps one). The head turns eps into the clean-image estimate the samplers would
-use, ``x0_eps = (x - sqrt(1 - ab) eps) / sqrt(ab)``, and scores every colour by how far it lies from it, on a
+samples drift into in-between colours and speckle. With this head a second output conv, beside the eps one,
+gives one logit per palette colour and pixel. The head turns eps into the clean-image estimate the samplers
+would use, ``x0_eps = (x - sqrt(1 - ab) eps) / sqrt(ab)``, and scores every colour by how far it lies from it, on a
 scale ``tau`` the network sets from its time-and-class embedding (sharp where its estimate is good, at low
 noise; flat where it is not):
 
@@ -29,18 +29,9 @@ from torch import nn
 
 from difftool.config import ScheduleConfig
 from difftool.errors import DifftoolError
+from difftool.runtime.palette import Palette
 
 TAU_INIT = 0.05  # the initial colour scale (value-range units): a fine-tuned eps model starts near-snapped
-
-
-def palette_colors(palette: tuple[str, ...], value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
-    """(K, 3) float32 colours of ``"#rrggbb"`` strings, scaled to ``value_range``."""
-    try:
-        rgb = np.array([[int(h.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)] for h in palette], np.float32)
-    except ValueError:
-        raise DifftoolError(f"the palette head's colours must be '#rrggbb' strings, got {list(palette)[:4]}") from None
-    lo, hi = value_range
-    return torch.from_numpy(lo + rgb / 255.0 * (hi - lo))
 
 
 class PaletteHead(nn.Module):
@@ -64,7 +55,8 @@ class PaletteHead(nn.Module):
         self.tau = nn.Linear(t_dim, 1)  # log tau from the time-and-class embedding
         nn.init.zeros_(self.tau.weight)
         nn.init.constant_(self.tau.bias, math.log(TAU_INIT))
-        self.register_buffer("colors", palette_colors(palette), persistent=False)  # (K, C)
+        colors = Palette.from_hex(palette).signed()  # (K, C) in the value range
+        self.register_buffer("colors", torch.from_numpy(colors), persistent=False)
         self.register_buffer("sqrt_ab", torch.from_numpy(np.sqrt(ab)).float(), persistent=False)
         self.register_buffer("sqrt_1m_ab", torch.from_numpy(np.sqrt(1.0 - ab)).float(), persistent=False)
 

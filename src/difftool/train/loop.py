@@ -129,7 +129,8 @@ def build_card(cfg: TrainConfig, ds, device_type: str = "cpu") -> ModelCard:
                      source="difftool", credit=ds.credit, license=ds.license, palette=palette)
 
 
-HEADS = ("eps", "palette")
+HEADS = ("eps", "palette")  # --head
+TRAIN_ONLY = ("head",)  # --train-only ("" = everything learns)
 
 
 def with_head(model_cfg, head: str, palette: tuple[str, ...]):
@@ -168,8 +169,8 @@ def trainable(model, cfg: TrainConfig) -> list:
     frozen: no gradients, so the frozen body also runs cheaper)."""
     if not cfg.train_only:
         return list(model.parameters())
-    if cfg.train_only != "head":
-        raise DifftoolError(f"unknown --train-only {cfg.train_only!r}; use head")
+    if cfg.train_only not in TRAIN_ONLY:
+        raise DifftoolError(f"unknown --train-only {cfg.train_only!r}; use {' or '.join(TRAIN_ONLY)}")
     if getattr(model, "head", None) is None or not cfg.init:
         raise DifftoolError("--train-only head needs --head palette and --init (the eps model whose head it trains)")
     model.requires_grad_(False)
@@ -353,7 +354,7 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard, scaler=None) -> in
 
 def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
     """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required, except
-    that an eps model may start a palette-head one (every weight but the output conv's, which starts fresh)."""
+    that an eps model may start a palette-head one (every weight but the head's own, which start fresh)."""
     from difftool.models.checkpoint import load
 
     loaded = load(path)
