@@ -80,7 +80,9 @@ class PaletteHead(nn.Module):
         return self.conv(h).float() - d * inv_2tau2
 
     def x0(self, logits: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(logits, dim=1).permute(0, 2, 3, 1)  # (B, H, W, K)
+        """(B, C, H, W): the softmax mixture of the colours. The softmax runs over the last axis, after the
+        permute: onnxruntime's softmax over axis 1 of NCHW was 2.4 ms of a 23 ms forward of 32 sprites."""
+        probs = torch.softmax(logits.permute(0, 2, 3, 1), dim=-1)  # (B, H, W, K)
         return (probs @ self.colors).permute(0, 3, 1, 2)  # (B, C, H, W)
 
     def eps(self, logits: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
