@@ -69,6 +69,8 @@ def _broken(kind, folder):
         _edit(sched, prediction_type="flow_prediction")
     elif kind == "sigmoid betas":
         _edit(sched, beta_schedule="sigmoid")
+    elif kind == "dpm-solver (not ++)":
+        _edit(sched, _class_name="DPMSolverMultistepScheduler", algorithm_type="dpmsolver")
     elif kind == "euler scheduler":
         _edit(sched, _class_name="ScoreSdeVeScheduler")
     return folder
@@ -89,6 +91,7 @@ CASES = [
     ("flow prediction", "prediction_type 'flow_prediction' is not supported"),
     ("sigmoid betas", "beta_schedule 'sigmoid' is not supported"),
     ("euler scheduler", "scheduler ScoreSdeVeScheduler is not supported"),
+    ("dpm-solver (not ++)", "DPMSolverMultistepScheduler with algorithm_type='dpmsolver' is not supported"),
 ]
 
 

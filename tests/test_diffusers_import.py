@@ -23,11 +23,11 @@ diffusers = pytest.importorskip("diffusers")
 
 from difftool.errors import DifftoolError  # noqa: E402
 from difftool.export.onnx_export import export_onnx  # noqa: E402
-from difftool.models.diffusers_io import diffusers_folder  # noqa: E402
+from difftool.models.diffusers_io import diffusers_folder, scheduler_info  # noqa: E402
 from difftool.runtime.artifact import read_card  # noqa: E402
 from difftool.runtime.backends import make_denoiser  # noqa: E402
 from difftool.runtime.guidance import guided_eps  # noqa: E402
-from difftool.runtime.samplers import ddim, ddpm, dpmpp_2m  # noqa: E402
+from difftool.runtime.samplers import ddim, ddpm, dpmpp_2m, dpmpp_2m_sde, get_sampler  # noqa: E402
 from difftool.runtime.schedules import make_schedule  # noqa: E402
 from difftool.runtime.timesteps import timesteps  # noqa: E402
 
@@ -233,9 +233,11 @@ def diffusers_loop(folder, scheduler, steps, x_T, labels, *, seed, timesteps_lis
     return x.numpy(), [int(t) for t in scheduler.timesteps]
 
 
-def _scheduler(folder, cls_name):
+def _scheduler(folder, cls_name, **overrides):
+    """diffusers' scheduler ``cls_name`` from the folder's config; ``overrides`` as from_config keywords (a
+    changed ``.config`` dict would not do: diffusers drops the keys in its ``_use_default_values``)."""
     cfg = json.loads(diffusers_folder(folder).scheduler_config.read_text())
-    return getattr(diffusers, cls_name).from_config(cfg)
+    return getattr(diffusers, cls_name).from_config(cfg, **overrides)
 
 
 def ours(graph, card, sampler, steps, noise, x_T, labels, **options):
@@ -281,16 +283,22 @@ def test_ddim_eta0_matches_diffusers_ddim_scheduler(folders, graphs, layout, ste
 
 
 @pytest.mark.parametrize("layout, steps", CASES)
+@pytest.mark.parametrize("algorithm", ["dpmsolver++", "sde-dpmsolver++"])
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_dpmpp_2m_matches_diffusers_dpm_solver(folders, graphs, layout, steps):
-    """DPMSolverMultistepScheduler (from the folder's config) on difftool's timestep list; it has no
-    clip_sample, so the clamp is off on both sides."""
+def test_dpmpp_2m_matches_diffusers_dpm_solver(folders, graphs, layout, steps, algorithm):
+    """DPMSolverMultistepScheduler (from the folder's config, with ``algorithm_type``) on difftool's timestep
+    list; it has no clip_sample, so the clamp is off on both sides. The SDE variant draws its noise from
+    the same generator as diffusers does, after x_T."""
     card, noise, x_T, labels = _setup(folders, layout, seed=13)
     ts = timesteps(make_schedule(card.schedule), steps, card.recommended("spacing")).tolist()
-    ref, _ = diffusers_loop(folders[layout], _scheduler(folders[layout], "DPMSolverMultistepScheduler"), steps, x_T,
-                            labels, seed=13, timesteps_list=ts)
-    got, _ = ours(graphs[layout].path, card, dpmpp_2m, steps, noise, x_T, labels, clip=None)
-    _record(f"dpmpp_2m-{steps} {layout} ({card.prediction})", got, ref)
+    scheduler = _scheduler(folders[layout], "DPMSolverMultistepScheduler", algorithm_type=algorithm)
+    assert scheduler.config.algorithm_type == algorithm
+    ref, _ = diffusers_loop(folders[layout], scheduler, steps, x_T, labels, seed=13, timesteps_list=ts)
+    sampler = get_sampler(scheduler_info({"_class_name": "DPMSolverMultistepScheduler",
+                                          "algorithm_type": algorithm}).sampling["sampler"])
+    assert sampler is (dpmpp_2m if algorithm == "dpmsolver++" else dpmpp_2m_sde)
+    got, _ = ours(graphs[layout].path, card, sampler, steps, noise, x_T, labels, clip=None)
+    _record(f"{sampler.name}-{steps} {layout} ({card.prediction})", got, ref)
 
 
 def _record(name, got, ref):

@@ -31,6 +31,7 @@ CASES = [
     ("ddpm", GeneratorSettings(sampler="ddpm", steps=None)),
     ("ddpm-beta-50", GeneratorSettings(sampler="ddpm", steps=50, variance="beta")),
     ("dpmpp_2m", GeneratorSettings(sampler="dpmpp_2m", steps=8)),
+    ("dpmpp_2m_sde", GeneratorSettings(sampler="dpmpp_2m_sde", steps=8)),
     ("unipc", GeneratorSettings(sampler="unipc", steps=8)),
 ]
 

@@ -11,7 +11,7 @@ import torch
 from difftool.config import ScheduleConfig
 from difftool.errors import Cancelled, DifftoolError
 from difftool.runtime.noise import Noise
-from difftool.runtime.samplers import SAMPLERS, ddim, ddpm, dpmpp_2m, get_sampler
+from difftool.runtime.samplers import SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_2m_sde, get_sampler
 from difftool.runtime.schedules import Schedule, make_schedule
 from difftool.runtime.timesteps import timesteps
 
@@ -289,6 +289,38 @@ def test_dpmpp_2m_matches_diffusers(n, spacing):
         sample = ref.step(eps, t, sample).prev_sample
     ours = dpmpp_2m(dummy_eps, x_T(), like_diffusers(ref), steps=n, noise=no_noise, spacing=spacing)
     assert max_abs(ours, sample.numpy()) < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("n, spacing", [(10, "linspace"), (25, "trailing"), (15, "trailing")])
+def test_dpmpp_2m_sde_matches_diffusers(n, spacing):
+    """SDE-DPM-Solver++(2M): the same noise (diffusers' variance_noise) on the same timesteps."""
+    ts = timesteps(STANDARD, n, spacing)
+    ref = diffusers.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")
+    ref.set_timesteps(timesteps=ts.tolist())
+    zs, sample = tape(n, seed=n), torch.from_numpy(x_T())
+    for i, t in enumerate(ref.timesteps):
+        eps = torch.from_numpy(dummy_eps(sample.numpy(), int(t)))
+        sample = ref.step(eps, t, sample, variance_noise=torch.from_numpy(zs[i])).prev_sample
+    source = Tape(zs)
+    ours = dpmpp_2m_sde(dummy_eps, x_T(), like_diffusers(ref), steps=n, noise=source, spacing=spacing)
+    assert source.draws == n - 1  # every step but the last, which lands on sigma = 0
+    assert np.abs(sample.numpy()).max() > 0.5 and max_abs(ours, sample.numpy()) < 1e-5
+    deterministic = dpmpp_2m(dummy_eps, x_T(), like_diffusers(ref), steps=n, noise=no_noise, spacing=spacing)
+    assert max_abs(ours, deterministic) > 0.1  # the noise really enters
+
+
+def test_dpmpp_2m_sde_second_order_and_first_order_noise_scale():
+    """Its table: sigma_t sqrt(1 - e^{-2h}) noise on every step but the last, a second-order history term
+    from the second step, and a first-order step whose variance equals the exact SDE solution's."""
+    table = dpmpp_2m_sde.table(STANDARD, 10)
+    assert table.stochastic and table.noisy_steps.tolist() == [True] * 9 + [False]
+    assert table.column("u_h1")[0] == 0 and (table.column("u_h1")[1:-1] != 0).all()
+    a, s = table.column("a"), table.column("s")
+    ab_t = a[1] ** 2  # the first step's target is the second step's source
+    h = 0.5 * math.log(ab_t / (1 - ab_t)) - 0.5 * math.log(a[0] ** 2 / s[0] ** 2)
+    assert table.column("sigma")[0] == pytest.approx(math.sqrt(1 - ab_t) * math.sqrt(1 - math.exp(-2 * h)))
+    assert table.column("u_xc")[0] == pytest.approx(s[1] / s[0] * math.exp(-h))
 
 
 def test_dpmpp_2m_second_order_differs_from_first_order():

@@ -102,7 +102,8 @@ def _scheduler(card: ModelCard, sampler: str):
     config = {k: v for k, v in raw.items() if not k.startswith("_")}
     from difftool.runtime.samplers import get_sampler
 
-    return getattr(diffusers, get_sampler(sampler).diffusers_scheduler).from_config(config)
+    spec = get_sampler(sampler)
+    return getattr(diffusers, spec.diffusers_scheduler).from_config({**config, **dict(spec.diffusers_config)})
 
 
 def diffusers_row(folder: Path, card: ModelCard, batch: int, sampler: str, steps: int, repeats: int,

@@ -44,13 +44,40 @@ UNET_DEFAULTS: dict[str, Any] = {
 EMA_KEYS = ("decay", "inv_gamma", "min_decay", "optimization_step", "power", "update_after_step",
             "use_ema_warmup", "foreach")
 
-def _schedulers() -> dict[str, str | None]:
-    """Scheduler class -> the difftool sampler it corresponds to (the registry's ``diffusers_scheduler``;
-    None: keep difftool's default, DDIM-25: DDPMScheduler folders are sampled with DDPM only on request)."""
+# Scheduler classes whose folders keep difftool's default sampler (DDIM-25; DDPM only on request).
+DEFAULT_SAMPLING_SCHEDULERS = ("DDPMScheduler", "PNDMScheduler")
+# diffusers' defaults of the config keys that pick one of several samplers of one class.
+SCHEDULER_DEFAULTS: dict[str, object] = {"algorithm_type": "dpmsolver++"}
+
+
+def _schedulers() -> dict[str, list]:
+    """Scheduler class -> the registered samplers whose ``diffusers_scheduler`` it is."""
     from difftool.runtime.samplers import SAMPLERS
 
-    found = {spec.diffusers_scheduler: spec.name for spec in SAMPLERS.values() if spec.diffusers_scheduler}
-    return {**found, "DDPMScheduler": None, "PNDMScheduler": None}
+    found: dict[str, list] = {cls: [] for cls in DEFAULT_SAMPLING_SCHEDULERS}
+    for spec in SAMPLERS.values():
+        if spec.diffusers_scheduler:
+            found.setdefault(spec.diffusers_scheduler, []).append(spec)
+    return found
+
+
+def _sampler_for(cls: str, raw: dict[str, Any], shown: str) -> str | None:
+    """The difftool sampler a scheduler config asks for (None: keep the default); DifftoolError if none fits."""
+    schedulers = _schedulers()
+    if cls not in schedulers:
+        raise DifftoolError(f"{shown}: scheduler {cls} is not supported ({', '.join(schedulers)})")
+    if cls in DEFAULT_SAMPLING_SCHEDULERS:
+        return None
+    specs = schedulers[cls]
+    for spec in specs:
+        if all(raw.get(k, SCHEDULER_DEFAULTS.get(k)) == v for k, v in spec.diffusers_config):
+            return spec.name
+    keys = sorted({k for spec in specs for k, _ in spec.diffusers_config})
+    got = ", ".join(f"{k}={raw.get(k, SCHEDULER_DEFAULTS.get(k))!r}" for k in keys)
+    wanted = " or ".join(", ".join(f"{k}={v!r}" for k, v in spec.diffusers_config) for spec in specs)
+    raise DifftoolError(f"{shown}: {cls} with {got} is not supported (supported: {wanted})")
+
+
 CLIPPING_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")  # the ones with clip_sample (default true)
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -198,9 +225,7 @@ def scheduler_info(raw: dict[str, Any], shown: str = "scheduler config") -> Sche
     """Turn a diffusers scheduler config into a schedule, prediction type, clip and sampling defaults
     (missing keys take diffusers' defaults); DifftoolError naming any unsupported setting."""
     cls = raw.get("_class_name", "DDPMScheduler")
-    schedulers = _schedulers()
-    if cls not in schedulers:
-        raise DifftoolError(f"{shown}: scheduler {cls} is not supported ({', '.join(schedulers)})")
+    sampler = _sampler_for(cls, raw, shown)
     get = raw.get
     kind = BETA_SCHEDULES.get(get("beta_schedule", "linear"))
     if kind is None:
@@ -229,8 +254,8 @@ def scheduler_info(raw: dict[str, Any], shown: str = "scheduler config") -> Sche
     if num < 2:
         raise DifftoolError(f"{shown}: num_train_timesteps must be at least 2, got {num}")
     sampling: dict[str, Any] = {"spacing": spacing, "variance": VARIANCES[variance]}
-    if schedulers[cls]:
-        sampling["sampler"] = schedulers[cls]
+    if sampler:
+        sampling["sampler"] = sampler
     return SchedulerInfo(schedule, prediction, clip, sampling, raw)
 
 

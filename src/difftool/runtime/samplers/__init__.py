@@ -11,11 +11,12 @@ from difftool.errors import DifftoolError
 from difftool.runtime.samplers import ddim as _ddim
 from difftool.runtime.samplers import ddpm as _ddpm
 from difftool.runtime.samplers import dpmpp as _dpmpp
+from difftool.runtime.samplers import dpmpp_sde as _dpmpp_sde
 from difftool.runtime.samplers import unipc as _unipc
 from difftool.runtime.samplers.spec import Option, SamplerSpec
 from difftool.runtime.samplers.table import Coefficients
 
-_SPECS: tuple[SamplerSpec, ...] = (_ddpm.SPEC, _ddim.SPEC, _dpmpp.SPEC, _unipc.SPEC)
+_SPECS: tuple[SamplerSpec, ...] = (_ddpm.SPEC, _ddim.SPEC, _dpmpp.SPEC, _dpmpp_sde.SPEC, _unipc.SPEC)
 
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
@@ -23,6 +24,7 @@ Sampler = SamplerSpec  # the common signature: spec(eps_fn, x_T, schedule, *, st
 
 # Module-level names for direct use (``ddim(eps_fn, x_T, schedule, steps=..., noise=...)``).
 ddpm, ddim, dpmpp_2m, unipc = _ddpm.SPEC, _ddim.SPEC, _dpmpp.SPEC, _unipc.SPEC
+dpmpp_2m_sde = _dpmpp_sde.SPEC
 
 
 def canonical_name(name: str) -> str:
@@ -65,5 +67,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ALIASES", "SAMPLERS", "Coefficients", "Option", "Sampler", "SamplerRun", "SamplerSpec",
-           "canonical_name", "choices", "ddim", "ddpm", "dpmpp_2m", "get_sampler", "help_text",
+           "canonical_name", "choices", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "get_sampler", "help_text",
            "option_names", "run", "unipc"]

@@ -53,5 +53,6 @@ SPEC = SamplerSpec(
     aliases=("dpm++", "dpmpp", "dpm++2m", "dpm++_2m", "dpmpp-2m"),
     default_spacing="trailing", eval_steps=(8, 10, 12),
     summary="DPM-Solver++(2M) (Lu et al. 2022), deterministic multistep",
-    diffusers_scheduler="DPMSolverMultistepScheduler", references=("arXiv:2211.01095",),
+    diffusers_scheduler="DPMSolverMultistepScheduler", diffusers_config=(("algorithm_type", "dpmsolver++"),),
+    references=("arXiv:2211.01095",),
 )

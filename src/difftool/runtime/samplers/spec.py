@@ -69,6 +69,8 @@ class SamplerSpec:
     eval_steps: tuple[int, ...] = ()  # step counts `difftool eval` measures besides the model's default
     summary: str = ""
     diffusers_scheduler: str = ""  # the diffusers scheduler class this sampler matches (import / bench)
+    # the scheduler-config entries that pick this sampler among those of the same class (import / bench)
+    diffusers_config: tuple[tuple[str, object], ...] = ()
     references: tuple[str, ...] = field(default=())
 
     # -- options ---------------------------------------------------------------------------------
