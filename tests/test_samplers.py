@@ -162,6 +162,34 @@ def test_ddim_trailing_uneven_steps_use_the_list():
     assert max_abs(ours, reference_ddim(STANDARD, ts, 0.5, zs)) < 1e-5
 
 
+@pytest.mark.parametrize("eta", [1.15, 3.0])
+def test_ddim_extra_noise_above_eta_1(eta):
+    """eta > 1: the formula's sigma where it fits under sqrt(1 - ab_prev), else exactly that (x0 re-noised:
+    no eps term), so every step keeps x_prev's variance; the loop matches a literal transcription."""
+    n, zs = 25, tape(25)
+    plan = ddim.plan(STANDARD, n)
+    table = ddim.table(STANDARD, n, eta=eta)
+    capped = 0
+    for step, sigma, u_eps in zip(plan[:-1], table.column("sigma"), table.column("u_eps"), strict=False):
+        formula = eta * math.sqrt((1 - step.ab_prev) / (1 - step.ab_t) * (1 - step.ab_t / step.ab_prev))
+        cap = math.sqrt(1 - step.ab_prev)
+        assert sigma == pytest.approx(min(formula, cap), rel=1e-12)
+        assert sigma**2 + u_eps**2 == pytest.approx(1 - step.ab_prev, rel=1e-9)  # variance kept
+        capped += formula > cap
+    assert (capped >= 1) == (eta > 2)  # on this schedule only the large eta reaches the cap
+    ts = timesteps(STANDARD, n, "trailing")
+    x = x_T().astype(np.float64)
+    for i, t in enumerate(ts):
+        ab = STANDARD.ab(int(t))
+        ab_prev = STANDARD.ab(int(ts[i + 1])) if i + 1 < n else 1.0
+        eps = dummy_eps(x.astype(np.float32), int(t)).astype(np.float64)
+        x0 = (x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
+        sigma = min(eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)), np.sqrt(1 - ab_prev))
+        x = np.sqrt(ab_prev) * x0 + np.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps + sigma * zs[i]
+    ours = ddim(dummy_eps, x_T(), STANDARD, steps=n, noise=Tape(zs), eta=eta)
+    assert np.isfinite(ours).all() and max_abs(ours, x) < 1e-4
+
+
 def test_course_ddim_matches_course_loop():
     """Course DDIM (sec. 1.7): i = 500, 500 - step, ..., step; eta = 0; lands on the ab = 1 slot."""
     n = 25

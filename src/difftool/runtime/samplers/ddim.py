@@ -3,7 +3,10 @@
     x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
     sigma  = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev).
 
-``eta = 0`` is deterministic. With clipping, eps is re-derived from the clamped x0 (improved-diffusion;
+``eta = 0`` is deterministic, ``eta = 1`` is DDPM's posterior noise, and ``eta > 1`` adds more ("extra noise",
+as in the course's DDPM loop): each step's sigma is then capped at ``sqrt(1 - ab_prev)``, where the step
+re-noises the x0 estimate entirely (``u_eps = 0``), so x_prev keeps the variance of its timestep (diffusers'
+DDIMScheduler takes the square root of a negative number there and returns NaN). With clipping, eps is re-derived from the clamped x0 (improved-diffusion;
 diffusers' ``use_clipped_model_output=True``), so the update stays consistent with x_t.
 """
 
@@ -21,11 +24,11 @@ if TYPE_CHECKING:
 
 
 def ddim_sigma(eta: float, ab_t: float, ab_prev: float) -> float:
-    """sigma_t of DDIM eq. 16."""
+    """sigma_t of DDIM eq. 16, at most sqrt(1 - ab_prev) (reached only for eta > 1)."""
     if eta == 0.0:
         return 0.0
     var = (1.0 - ab_prev) / max(1.0 - ab_t, 1e-20) * (1.0 - ab_t / ab_prev)
-    return eta * math.sqrt(max(var, 0.0))
+    return min(eta * math.sqrt(max(var, 0.0)), math.sqrt(max(1.0 - ab_prev, 0.0)))
 
 
 def ddim_table(steps: list[PlanStep], schedule: Schedule, *, eta: float) -> Coefficients:
@@ -40,7 +43,7 @@ def ddim_table(steps: list[PlanStep], schedule: Schedule, *, eta: float) -> Coef
 
 SPEC = SamplerSpec(
     name="ddim", label="DDIM", short="DDIM", coefficients=ddim_table,
-    options=(Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0),),
+    options=(Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like, >1 extra noise", minimum=0.0),),
     default_spacing="trailing", eval_steps=(8, 10, 12, 50),
     summary="DDIM (Song et al. 2021), any eta", diffusers_scheduler="DDIMScheduler", references=("arXiv:2010.02502",),
 )
