@@ -207,7 +207,7 @@ def test_cli_export_info_generate_same_pixels_and_errors(tmp_path):
     proc = run_cli("export", BUNDLED, "--generator", "--steps", "6", "-o", gen, "--json")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("info", gen)
-    assert proc.returncode == 0 and "DDIM-6 (eta 1, trailing)" in proc.stderr and "noise float32[5,B,3,16,16]" in proc.stderr
+    assert proc.returncode == 0 and "DDIM-6 (eta 1.25, trailing)" in proc.stderr and "noise float32[5,B,3,16,16]" in proc.stderr
     outs = []
     for model, name in ((gen, "a.png"), (BUNDLED, "b.png")):
         proc = run_cli("generate", model, "--class", "food", "--n", "4", "--steps", "6", "--seed", "3",
