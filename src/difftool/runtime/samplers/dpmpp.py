@@ -29,8 +29,13 @@ def half_lambda(ab: float) -> float:
     return 0.5 * math.log(ab / (1.0 - ab))
 
 
-def dpmpp_2m_table(steps: list[PlanStep], schedule: Schedule) -> Coefficients:
-    """DPM-Solver++(2M)'s coefficients: u_xc = sigma_t / sigma_s, u_x0 = k (1 + r/2), u_h1 = -k r/2."""
+def multistep_2m_table(steps: list[PlanStep], *, sde: bool) -> Coefficients:
+    """The 2M table of either form, data prediction, midpoint (u_x0 = k (1 + r/2), u_h1 = -k r/2):
+
+    * ODE (``sde=False``): u_xc = sigma_t / sigma_s, k = -alpha_t (e^{-h} - 1), no noise;
+    * SDE (``sde=True``, :mod:`~difftool.runtime.samplers.dpmpp_sde`): u_xc = (sigma_t / sigma_s) e^{-h},
+      k = alpha_t (1 - e^{-2h}), sigma = sigma_t sqrt(1 - e^{-2h}).
+    """
     b = TableBuilder()
     lam_prev = 0.0
     for index, step in enumerate(steps):
@@ -40,12 +45,21 @@ def dpmpp_2m_table(steps: list[PlanStep], schedule: Schedule) -> Coefficients:
             b.step(step.t, ab_s, u_xc=0.0, u_x0=1.0)
         else:
             h = half_lambda(ab_t) - lam_s
-            k = -math.sqrt(ab_t) * math.expm1(-h)  # -alpha_t (e^{-h} - 1)
             ratio = math.sqrt(1.0 - ab_t) / math.sqrt(1.0 - ab_s)
+            if sde:
+                decay = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+                k, ratio, sigma = math.sqrt(ab_t) * decay, ratio * math.exp(-h), math.sqrt((1.0 - ab_t) * decay)
+            else:
+                k, sigma = -math.sqrt(ab_t) * math.expm1(-h), 0.0  # -alpha_t (e^{-h} - 1)
             half_over_r0 = 0.0 if index == 0 else 0.5 * h / (lam_s - lam_prev)
-            b.step(step.t, ab_s, u_xc=ratio, u_x0=k * (1.0 + half_over_r0), u_h1=-k * half_over_r0)
+            b.step(step.t, ab_s, u_xc=ratio, u_x0=k * (1.0 + half_over_r0), u_h1=-k * half_over_r0, sigma=sigma)
         lam_prev = lam_s
     return b.build()
+
+
+def dpmpp_2m_table(steps: list[PlanStep], schedule: Schedule) -> Coefficients:
+    """DPM-Solver++(2M)'s coefficients (the ODE form of :func:`multistep_2m_table`)."""
+    return multistep_2m_table(steps, sde=False)
 
 
 SPEC = SamplerSpec(

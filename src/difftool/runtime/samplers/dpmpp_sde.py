@@ -15,38 +15,21 @@ data term, so it keeps their error-correcting noise at fewer steps.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from difftool.runtime.samplers.dpmpp import half_lambda
+from difftool.runtime.samplers.dpmpp import multistep_2m_table
 from difftool.runtime.samplers.spec import SamplerSpec
-from difftool.runtime.samplers.table import Coefficients, TableBuilder
 
 if TYPE_CHECKING:
+    from difftool.runtime.samplers.table import Coefficients
     from difftool.runtime.schedules import Schedule
     from difftool.runtime.timesteps import PlanStep
 
 
 def dpmpp_2m_sde_table(steps: list[PlanStep], schedule: Schedule) -> Coefficients:
     """Coefficients: u_xc = (sigma_t / sigma_s) e^{-h}, u_x0 = k (1 + r/2), u_h1 = -k r/2 with
-    k = alpha_t (1 - e^{-2h}), and sigma = sigma_t sqrt(1 - e^{-2h})."""
-    b = TableBuilder()
-    lam_prev = 0.0
-    for index, step in enumerate(steps):
-        ab_s, ab_t = step.ab_t, step.ab_prev
-        lam_s = half_lambda(ab_s)
-        if ab_t >= 1.0:  # sigma_t = 0: the first-order step returns x0 exactly
-            b.step(step.t, ab_s, u_xc=0.0, u_x0=1.0)
-        else:
-            h = half_lambda(ab_t) - lam_s
-            decay = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
-            k = math.sqrt(ab_t) * decay
-            ratio = math.sqrt(1.0 - ab_t) / math.sqrt(1.0 - ab_s) * math.exp(-h)
-            half_over_r0 = 0.0 if index == 0 else 0.5 * h / (lam_s - lam_prev)
-            b.step(step.t, ab_s, u_xc=ratio, u_x0=k * (1.0 + half_over_r0), u_h1=-k * half_over_r0,
-                   sigma=math.sqrt(1.0 - ab_t) * math.sqrt(decay))
-        lam_prev = lam_s
-    return b.build()
+    k = alpha_t (1 - e^{-2h}), and sigma = sigma_t sqrt(1 - e^{-2h}) (the SDE form of the shared 2M table)."""
+    return multistep_2m_table(steps, sde=True)
 
 
 SPEC = SamplerSpec(
