@@ -86,7 +86,7 @@ Sampler = Annotated[str | None, typer.Option(help=sampler_registry.help_text() +
 MAX_STEPS = 100_000  # beyond any schedule difftool reads; a model's own limit is checked when it is loaded
 MAX_GUIDANCE = 100.0
 Steps = Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="sampling steps (default: the model's, else 25; ddpm: all)")]
-Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic; default: the model's, else 0)")]
+Eta = Annotated[float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic, 1 = DDPM's noise, > 1 extra noise; default: the model's, else 0)")]
 Variance = Annotated[str | None, typer.Option(help=f"DDPM variance: {' | '.join(_DDPM_VARIANCES)} (beta: the "
                                                    "course's sigma = sqrt(beta); default: the model's)")]
 Guidance = Annotated[float | None, typer.Option(min=0.0, max=MAX_GUIDANCE, help="classifier-free guidance scale (default with a class: the model's)")]
