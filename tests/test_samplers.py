@@ -131,15 +131,16 @@ def test_ddim_clip_matches_diffusers_clipped_model_output(eta):
 
 
 def reference_ddim(schedule: Schedule, ts: np.ndarray, eta: float, zs: list[np.ndarray]) -> np.ndarray:
-    """Plain float64 DDIM eq. 12, with prev = the next entry of the list (1 past the end)."""
+    """Plain float64 DDIM eq. 12, with prev = the next entry of the list (1 past the end); sigma capped at
+    sqrt(1 - ab_prev), which only an eta above 1 reaches."""
     x = x_T().astype(np.float64)
     for i, t in enumerate(ts):
         ab = schedule.alpha_bar[t]
         ab_prev = schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else 1.0
         eps = dummy_eps(x.astype(np.float32), int(t)).astype(np.float64)
         x0 = (x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
-        sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
-        x = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev - sigma**2) * eps + sigma * zs[i]
+        sigma = min(eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev), np.sqrt(1 - ab_prev))
+        x = np.sqrt(ab_prev) * x0 + np.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps + sigma * zs[i]
     return x
 
 
@@ -177,17 +178,9 @@ def test_ddim_extra_noise_above_eta_1(eta):
         assert sigma**2 + u_eps**2 == pytest.approx(1 - step.ab_prev, rel=1e-9)  # variance kept
         capped += formula > cap
     assert (capped >= 1) == (eta > 2)  # on this schedule only the large eta reaches the cap
-    ts = timesteps(STANDARD, n, "trailing")
-    x = x_T().astype(np.float64)
-    for i, t in enumerate(ts):
-        ab = STANDARD.ab(int(t))
-        ab_prev = STANDARD.ab(int(ts[i + 1])) if i + 1 < n else 1.0
-        eps = dummy_eps(x.astype(np.float32), int(t)).astype(np.float64)
-        x0 = (x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
-        sigma = min(eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)), np.sqrt(1 - ab_prev))
-        x = np.sqrt(ab_prev) * x0 + np.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps + sigma * zs[i]
+    expected = reference_ddim(STANDARD, timesteps(STANDARD, n, "trailing"), eta, zs)
     ours = ddim(dummy_eps, x_T(), STANDARD, steps=n, noise=Tape(zs), eta=eta)
-    assert np.isfinite(ours).all() and max_abs(ours, x) < 1e-4
+    assert np.isfinite(ours).all() and max_abs(ours, expected) < 1e-4
 
 
 def test_course_ddim_matches_course_loop():

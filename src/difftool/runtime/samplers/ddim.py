@@ -3,11 +3,11 @@
     x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
     sigma  = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev).
 
-``eta = 0`` is deterministic, ``eta = 1`` is DDPM's posterior noise, and ``eta > 1`` adds more ("extra noise",
-as in the course's DDPM loop): each step's sigma is then capped at ``sqrt(1 - ab_prev)``, where the step
-re-noises the x0 estimate entirely (``u_eps = 0``), so x_prev keeps the variance of its timestep (diffusers'
-DDIMScheduler takes the square root of a negative number there and returns NaN). With clipping, eps is re-derived from the clamped x0 (improved-diffusion;
-diffusers' ``use_clipped_model_output=True``), so the update stays consistent with x_t.
+``eta = 0`` is deterministic, ``eta = 1`` is DDPM's posterior noise, and ``eta > 1`` adds extra noise: each
+step's sigma is then capped at ``sqrt(1 - ab_prev)``, where the step re-noises the x0 estimate entirely
+(``u_eps = 0``), so x_prev keeps the variance of its timestep (diffusers' DDIMScheduler takes the square
+root of a negative number there and returns NaN). With clipping, eps is re-derived from the clamped x0
+(improved-diffusion; diffusers' ``use_clipped_model_output=True``), so the update stays consistent with x_t.
 """
 
 from __future__ import annotations
