@@ -337,6 +337,36 @@ def test_evaluate_without_real_data_still_scores_accuracy(judge, tmp_path):
     render_table(report)
 
 
+def test_evaluate_rows_pass_the_ddpm_variance(judge, tmp_path):
+    """An eval row may name DDPM's variance (the course's beta or the posterior); it reaches the sampler."""
+    from difftool.eval.report import evaluate, render_table
+
+    class Flat:
+        card = _card()
+        requests: list = []
+
+        def sample(self, request, callback=None):
+            self.requests.append(request)
+            return np.full((request.n, 3, 16, 16), -1.0, np.float32)
+
+    configs = [{"sampler": "ddpm", "steps": None, "guidance": 1.0, "variance": v} for v in ("beta", "posterior")]
+    pipe = Flat()
+    report = evaluate(pipe, judge, data=[tmp_path / "missing"], configs=configs + [CONFIGS[1]], per_class=2)
+    assert [r.variance for r in report.rows] == ["beta", "posterior", None]  # None: the model's default
+    assert [r.variance for r in pipe.requests] == ["beta", "posterior", None]
+    assert report.rows[0].label == "ddpm 100 steps, guidance 1, variance beta"
+    assert json.loads(report.to_json())["rows"][0]["variance"] == "beta"
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(render_table(report))
+    assert "σ²=beta" in console.export_text()
+    for bad, why in (({"variance": "large"}, "must be one of posterior, beta"),
+                     ({"sampler": "ddim", "steps": 5, "variance": "beta"}, "ddim takes no variance")):
+        with pytest.raises(DifftoolError, match=why):
+            evaluate(pipe, judge, data=[tmp_path / "missing"], configs=[{**configs[0], **bad}], per_class=2)
+
+
 def test_evaluate_rejects_images_the_judge_cannot_score(judge):
     from difftool.eval.report import evaluate
 

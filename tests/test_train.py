@@ -139,6 +139,50 @@ def test_class_balanced_run_resumes_exactly_and_is_recorded(tmp_path):
     assert _digest(full) != _digest(train(replace(BASE, out=str(tmp_path / "uniform"))))
 
 
+def test_dropout_run_resumes_exactly_is_recorded_and_changes_training(tmp_path):
+    cfg = replace(BASE, dropout=0.1)
+    full = train(replace(cfg, out=str(tmp_path / "full")))
+    assert load(full).card.training["dropout"] == 0.1
+    assert load(full).card.model == load(train(replace(BASE, out=str(tmp_path / "plain")))).card.model  # not stored
+    part = tmp_path / "part"
+    train(replace(cfg, out=str(part), stop_after=6))
+    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    assert _digest(full) != _digest(tmp_path / "plain" / "model.safetensors")
+
+
+def test_dropout_acts_only_in_training_mode():
+    from difftool.models.presets import tiny
+    from difftool.models.unet import Unet, set_dropout
+
+    torch.manual_seed(0)
+    model = Unet(tiny())
+    x, t, c = torch.randn(4, 1, 8, 8), torch.full((4,), 50.0), torch.eye(10)[:4]
+    keys = list(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        before = model(x, t, c)
+        assert set_dropout(model, 0.3) > 0
+        assert torch.equal(model(x, t, c), before)  # eval (sampling, export): no dropout
+        model.train()
+        a, b = model(x, t, c), model(x, t, c)
+        set_dropout(model, 0.0)
+        plain = model(x, t, c)
+    assert not torch.allclose(a, b) and torch.equal(plain, before)
+    assert list(model.state_dict()) == keys  # no new weights: checkpoints and exports are unchanged
+
+
+def test_dropout_needs_a_unet_preset():
+    from difftool.config import ContextUnetConfig
+    from difftool.errors import DifftoolError
+    from difftool.models.context_unet import ContextUnet
+    from difftool.train.loop import _dropout
+
+    with pytest.raises(DifftoolError, match="--dropout applies to the U-Net presets"):
+        _dropout(ContextUnet(ContextUnetConfig()), 0.1)
+    with pytest.raises(DifftoolError, match=r"--dropout must be in \[0, 1\)"):
+        _dropout(ContextUnet(ContextUnetConfig()), 1.5)
+
+
 def test_flip_defaults_follow_the_dataset():
     from difftool.train.loop import flips
 

@@ -135,6 +135,15 @@ def _check_sampling(sampling: Any) -> None:
         _float("sampling.eta", sampling["eta"], 0.0, 100.0)
     if "guidance" in sampling:
         _float("sampling.guidance", sampling["guidance"], 0.0, 100.0)
+    if "variance" in sampling:
+        _choice("sampling.variance", sampling["variance"], _option_choices("variance"))
+
+
+def _option_choices(name: str) -> tuple[str, ...]:
+    """The choices of a sampler option (e.g. DDPM's variance), read from the registry."""
+    from difftool.runtime.samplers import SAMPLERS
+
+    return next(o.choices for spec in SAMPLERS.values() for o in spec.options if o.name == name)
 
 
 def _sampler_choices() -> tuple[str, ...]:

@@ -74,6 +74,9 @@ def train(
                                            "--init may be an eps model of the same preset)")] = "eps",
     train_only: Annotated[str, typer.Option(help="head: only the palette head learns; the --init eps model stays "
                                                  "as it is (default: everything learns)")] = "",
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="U-Net presets: dropout in every ResNet layer "
+                                                                  "while training (a regulariser for small data; "
+                                                                  "sampling is unaffected)")] = 0.0,
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import HEADS, TRAIN_ONLY, TrainConfig
@@ -97,7 +100,8 @@ def train(
                       class_balance=class_balance,
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
                       save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
-                      init=str(init) if init else "", precision=precision, head=head, train_only=train_only)
+                      init=str(init) if init else "", precision=precision, head=head, train_only=train_only,
+                      dropout=dropout)
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 

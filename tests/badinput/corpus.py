@@ -96,6 +96,7 @@ FILES: dict[str, tuple[str, str]] = {
     "st_version": (".safetensors", "newer difftool"),
     "st_version_str": (".safetensors", "version"),
     "st_sampling": (".safetensors", "sampling.guidance"),
+    "st_sampling_variance": (".safetensors", "sampling.variance"),
     "st_lying_offsets": (".safetensors", "corrupt"),
     "st_huge_header": (".safetensors", "corrupt"),
     "st_header_past_end": (".safetensors", "corrupt"),
@@ -425,6 +426,7 @@ def _f_st_arch(p, root): _st_with_card(p, lambda c: c["model"].__setitem__("arch
 def _f_st_version(p, root): _st_with_card(p, lambda c: c.__setitem__("version", 99))
 def _f_st_version_str(p, root): _st_with_card(p, lambda c: c.__setitem__("version", "1"))
 def _f_st_sampling(p, root): _st_with_card(p, lambda c: c.__setitem__("sampling", {"guidance": float("inf")}))
+def _f_st_sampling_variance(p, root): _st_with_card(p, lambda c: c.__setitem__("sampling", {"variance": "large"}))
 def _f_st_huge(p, root):
     def edit(s):
         for v in s.values():

@@ -119,10 +119,11 @@ class EvalRow:
     palette_fidelity: float | None = None  # share of non-background pixels within RMS 8/255 of the palette
     palette_exact: float | None = None  # share exactly on a palette colour
     distinct_colors: int | None = None  # distinct RGB colours over the row's samples
+    variance: str | None = None  # DDPM rows: the variance asked for (None: the model's default)
 
     @property
     def label(self) -> str:
-        return _label(self.sampler, self.steps, self.guidance, self.eta, self.palette)
+        return _label(self.sampler, self.steps, self.guidance, self.eta, self.palette, self.variance)
 
 
 @dataclass
@@ -176,9 +177,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _label(sampler: str, steps: int, guidance: float, eta: float, palette: str = "none") -> str:
-    text = f"{sampler} {steps} steps, guidance {guidance:g}"
-    return text + (f", eta {eta:g}" if eta else "") + (f", palette {palette}" if palette != "none" else "")
+def _label(sampler: str, steps: int, guidance: float, eta: float, palette: str = "none",
+           variance: str | None = None) -> str:
+    text = f"{sampler} {steps} steps, guidance {guidance:g}" + (f", eta {eta:g}" if eta else "")
+    return text + (f", variance {variance}" if variance else "") + (f", palette {palette}" if palette != "none" else "")
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,10 @@ class _Config:
     guidance: float
     eta: float
     palette: str = "none"
+    variance: str | None = None  # DDPM's variance (posterior | beta); None: the model's, else posterior
+
+
+_KEYS = ("sampler", "steps", "guidance", "eta", "palette", "variance")
 
 
 def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Config]:
@@ -195,11 +201,9 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
 
     out = []
     for raw in DEFAULT_CONFIGS if configs is None else configs:
-        unknown = set(raw) - {"sampler", "steps", "guidance", "eta", "palette"}
+        unknown = set(raw) - set(_KEYS)
         if unknown:
-            raise DifftoolError(
-                f"unknown eval setting(s) {sorted(unknown)}; use sampler, steps, guidance, eta, palette"
-            )
+            raise DifftoolError(f"unknown eval setting(s) {sorted(unknown)}; use {', '.join(_KEYS)}")
         palette = resolve_mode(raw.get("palette", D), card)
         raw = {k: (card.recommended(k) if v == D else v) for k, v in raw.items() if k != "palette"}
         sampler = canonical_name(str(raw.get("sampler", "ddim")))
@@ -220,11 +224,26 @@ def _configs(configs: Sequence[Mapping[str, Any]] | None, card: Any) -> list[_Co
             raise DifftoolError(f"eval steps must be at least 1, got {steps}")
         if not card.conditional:
             guidance = 1.0
-        if _Config(sampler, steps, guidance, eta, palette) not in out:
-            out.append(_Config(sampler, steps, guidance, eta, palette))
+        config = _Config(sampler, steps, guidance, eta, palette, _variance(sampler, raw.get("variance")))
+        if config not in out:
+            out.append(config)
     if not out:
         raise DifftoolError("no eval configurations given")
     return out
+
+
+def _variance(sampler: str, variance: Any) -> str | None:
+    """An eval row's ``variance`` checked against the sampler's option (None: the model's default)."""
+    from difftool.runtime.samplers import get_sampler
+
+    if variance is None:
+        return None
+    option = next((o for o in get_sampler(sampler).options if o.name == "variance"), None)
+    if option is None:
+        raise DifftoolError(f"eval setting variance: {sampler} takes no variance option")
+    if str(variance) not in option.choices:
+        raise DifftoolError(f"eval setting variance must be one of {', '.join(option.choices)}, got {variance!r}")
+    return str(variance)
 
 
 def evaluate(
@@ -251,7 +270,8 @@ def evaluate(
       (``.images``/``.labels``/``.class_names``). None: load the labelled sprites from the ``data``
       folders (default: the shared dawnlike + kenney-tiny-dungeon folders). When no real sprites can be
       found, FID and duplicates are None and ``report.unavailable`` says why; accuracy still runs.
-    * ``configs``: dicts with ``sampler``, ``steps`` (None = every timestep), ``guidance``, ``eta``;
+    * ``configs``: dicts with ``sampler``, ``steps`` (None = every timestep), ``guidance``, ``eta``,
+      ``palette`` and, for DDPM, ``variance`` (``beta``: the course's sigma^2 = beta; ``posterior``);
       default :data:`DEFAULT_CONFIGS` (:data:`QUICK_CONFIGS` with ``per_class=QUICK_PER_CLASS`` for a
       quick look).
     * ``per_class``: samples per class (an unconditional model gets ``per_class * 5`` samples).
@@ -345,6 +365,7 @@ class _Sampling:
             b1 = min(self.n, b0 + self.batch_size)
             request = SampleRequest(n=b1 - b0, context=None if self.contexts is None else self.contexts[b0:b1],
                                     sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance=cfg.guidance,
+                                    variance=cfg.variance,
                                     seed=self.seeds[b0], seeds=self.seeds[b0:b1], palette=palette)
             callback = None if self.progress is None else self._on_step(ci, cfg, b0, b1)
             samples[b0:b1] = self.pipeline.sample(request, callback=callback) if callback else \
@@ -355,7 +376,7 @@ class _Sampling:
         return finish(samples, palette, card.value_range), seconds  # (a no-op after a real Pipeline)
 
     def _on_step(self, ci: int, cfg: _Config, b0: int, b1: int) -> Callable[[Any], None]:
-        label, base = _label(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta, cfg.palette), self.done_cost
+        label, base = _label(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta, cfg.palette, cfg.variance), self.done_cost
 
         def on_step(step: Any) -> None:
             frac = (step.index + 1) / max(1, step.total)
@@ -386,7 +407,7 @@ def _score_row(cfg: _Config, samples: np.ndarray, seconds: float, judge: Judge, 
         dup, nearest = float((rms < DUPLICATE_RMS).mean()), float(np.median(rms))
     diversity = _diversity(samples, labels, list(range(k)))
     return EvalRow(cfg.sampler, cfg.steps, cfg.guidance, cfg.eta, len(labels), acc, per, fid, diversity, dup,
-                   nearest, seconds, cfg.palette)
+                   nearest, seconds, cfg.palette, variance=cfg.variance)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def render_table(report: EvalReport):
         if row is best_fid and len(report.rows) > 1:
             fid = f"[bold]{fid}[/]"
         sampler = get_sampler(row.sampler).short.lower() + (f" η{row.eta:g}" if row.eta else "")
+        sampler += f" σ²={row.variance}" if row.variance else ""
         table.add_row(
             sampler,
             str(row.steps),

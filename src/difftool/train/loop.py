@@ -39,7 +39,9 @@ from difftool.train.devices import DistEnv, cuda_device_count, plan_device
 from difftool.train.steps import (  # noqa: F401 (re-exported: the loop's parts, tested by name)
     HFLIP_DEFAULT,
     _batch,
+    _dropout,
     _epoch_order,
+    _init_weights,
     class_weights,
     ema_update,
     flips,
@@ -86,6 +88,7 @@ class TrainConfig:
     # (models.palette_head) over the data's colours, trained with the eps loss on the eps it returns
     head: str = "eps"
     train_only: str = ""  # "head": only the palette head learns (the eps model it was --init from stays as it is)
+    dropout: float = 0.0  # U-Net presets: dropout in every ResNet layer while training (not stored in the model)
 
 
 class _Dist:
@@ -201,6 +204,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     card = build_card(cfg, ds, device.type)
     torch.manual_seed(cfg.seed)
     model = build(card.model, card.schedule).to(device)
+    _dropout(model, cfg.dropout)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(trainable(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -249,6 +253,8 @@ def train(cfg: TrainConfig, console=None) -> Path:
                 break
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             gen = torch.Generator(device="cpu").manual_seed(hash((cfg.seed, step, dist.rank)) & 0x7FFFFFFF)
+            if cfg.dropout:  # dropout draws from the global generator: seeded per step, so resuming is exact
+                torch.manual_seed(hash((cfg.seed, step, dist.rank, 1)) & 0x7FFFFFFF)
             x0, ctx = _batch(images[idx], labels[idx], card, cfg, gen, device)
             t = torch.randint(schedule.t_min, schedule.t_max + 1, (x0.shape[0],), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -324,6 +330,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
                 "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight, "init": cfg.init,
+                "dropout": cfg.dropout,
                 "head": cfg.head, "train_only": cfg.train_only, "lr": cfg.lr, "max_steps": cfg.max_steps,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}
@@ -350,22 +357,6 @@ def _load_state(path: Path, model, ema, opt, card: ModelCard, scaler=None) -> in
     if scaler is not None and scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])  # loss scale + growth tracker: AMP resumes exactly
     return int(state["step"])
-
-
-def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
-    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required, except
-    that an eps model may start a palette-head one (every weight but the head's own, which start fresh)."""
-    from difftool.models.checkpoint import load
-
-    loaded = load(path)
-    body = dataclasses.replace(card.model, palette=()) if card.model.arch == "unet" else card.model
-    if loaded.card.model not in (card.model, body):
-        raise DifftoolError(f"--init {path} holds another model ({loaded.card.model.arch}); use the same --model")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
-    if loaded.card.model != card.model:  # a new palette head: everything but the head's own (fresh) weights
-        state = model.state_dict() | state
-    model.load_state_dict(state)
-    ema.load_state_dict(state)
 
 
 def _log(out: Path, step, epoch, losses, rate, opt):

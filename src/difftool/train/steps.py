@@ -1,9 +1,11 @@
-"""The training loop's small parts: loss weighting, the lr schedule, EMA, class-balanced epoch order, flips and
-the batch's context vector with dropout."""
+"""The training loop's small parts: loss weighting, the lr schedule, EMA, class-balanced epoch order, flips,
+the batch's context vector with dropout, ``--dropout`` and ``--init``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -90,3 +92,29 @@ def _batch(x0, labels, card: ModelCard, cfg: TrainConfig, gen, device):
     return x0, ctx * keep.view(-1, 1)
 
 
+def _dropout(model, p: float) -> None:
+    """``--dropout``: set on every ResNet layer of a U-Net preset; other models have nowhere to put it."""
+    if not p:
+        return
+    from difftool.models.unet import set_dropout
+
+    if not 0.0 < p < 1.0:
+        raise DifftoolError(f"--dropout must be in [0, 1), got {p}")
+    if set_dropout(model, p) == 0:
+        raise DifftoolError("--dropout applies to the U-Net presets (sprite, tiny, mnist, mnist-cpu); drop it")
+
+
+def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
+    """Fine-tuning: model and EMA both start from ``path``'s (EMA) weights; same architecture required, except
+    that an eps model may start a palette-head one (every weight but the head's own, which start fresh)."""
+    from difftool.models.checkpoint import load
+
+    loaded = load(path)
+    body = dataclasses.replace(card.model, palette=()) if card.model.arch == "unet" else card.model
+    if loaded.card.model not in (card.model, body):
+        raise DifftoolError(f"--init {path} holds another model ({loaded.card.model.arch}); use the same --model")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
+    if loaded.card.model != card.model:  # a new palette head: everything but the head's own (fresh) weights
+        state = model.state_dict() | state
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
