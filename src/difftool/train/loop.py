@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -36,6 +35,7 @@ from difftool.models.presets import default_preset, preset
 from difftool.runtime.cpu import choose_precision
 from difftool.runtime.schedules import make_schedule
 from difftool.train.devices import DistEnv, cuda_device_count, plan_device
+from difftool.train.dist import _check_ranks_in_sync, _Dist, weights_digest  # noqa: F401 (weights_digest re-exported)
 from difftool.train.steps import (  # noqa: F401 (re-exported: the loop's parts, tested by name)
     HFLIP_DEFAULT,
     _batch,
@@ -89,31 +89,6 @@ class TrainConfig:
     head: str = "eps"
     train_only: str = ""  # "head": only the palette head learns (the eps model it was --init from stays as it is)
     dropout: float = 0.0  # U-Net presets: dropout in every ResNet layer while training (not stored in the model)
-
-
-class _Dist:
-    """torchrun / DistributedDataParallel set-up (gloo on CPU, nccl on CUDA: see ``train.devices``)."""
-
-    def __init__(self, device: torch.device, backend: str | None = None):
-        env = DistEnv.from_environ()
-        self.world, self.rank, self.local_rank = env.world, env.rank, env.local_rank
-        self.enabled = self.world > 1
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = backend or ("nccl" if device.type == "cuda" else "gloo")
-            extra = {"device_id": device} if backend == "nccl" else {}
-            torch.distributed.init_process_group(backend=backend, **extra)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def close(self):
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def build_card(cfg: TrainConfig, ds, device_type: str = "cpu") -> ModelCard:
@@ -304,25 +279,6 @@ def train(cfg: TrainConfig, console=None) -> Path:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of all parameters and buffers (exact bytes, in state-dict order)."""
-    h = hashlib.sha256()
-    for v in model.state_dict().values():
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _check_ranks_in_sync(out: Path, model, dist: _Dist) -> None:
-    """DDP must leave every rank with identical weights: gather digests, record them, fail loudly if not."""
-    digests: list = [None] * dist.world
-    torch.distributed.all_gather_object(digests, weights_digest(model))
-    if dist.main:
-        text = json.dumps({"world_size": dist.world, "digests": digests})
-        atomic_write(out / "ddp_check.json", lambda tmp: tmp.write_text(text))
-    if len(set(digests)) != 1:
-        raise DifftoolError(f"DDP ranks ended with different weights: {digests}")
 
 
 def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start, scaler=None):

@@ -15,7 +15,8 @@ from difftool.errors import DifftoolError
 
 if TYPE_CHECKING:
     from difftool.config import ModelCard
-    from difftool.train.loop import TrainConfig, _Dist
+    from difftool.train.dist import _Dist
+    from difftool.train.loop import TrainConfig
 
 
 def loss_weights(alpha_bar: torch.Tensor, kind: str, gamma: float = 5.0) -> torch.Tensor:
