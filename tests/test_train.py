@@ -200,6 +200,22 @@ def test_default_preset_depends_on_dataset_and_device():
     assert small.im_size == big.im_size == 28 and not any(small.attention) and all(big.attention)
 
 
+def test_sprite_wide_preset_doubles_only_the_full_resolution_width():
+    from difftool.config import ScheduleConfig
+    from difftool.models import build
+    from difftool.models.presets import preset
+
+    base, wide = preset("sprite", 3, 16, 5), preset("sprite-wide", 3, 16, 5)
+    assert wide.down_channels[0] == wide.out_width == 2 * base.down_channels[0] == 48
+    assert wide.down_channels[2:] == base.down_channels[2:] and wide.mid_channels == base.mid_channels
+    module = build(replace(wide, palette=("#000000", "#ffffff")), ScheduleConfig())
+    with torch.no_grad():
+        out = module(torch.zeros(2, 3, 16, 16), torch.tensor([10.0, 900.0]), torch.eye(5)[:2])
+    assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
+    narrow = sum(p.numel() for p in build(base).parameters())
+    assert narrow < sum(p.numel() for p in build(wide).parameters()) < 1.2 * narrow
+
+
 def test_training_throughput_bench_reads_the_loops_own_rate(tmp_path):
     from difftool.bench.training import TrainCase, table, train_throughput
     from difftool.runtime.cpu import bf16_units
