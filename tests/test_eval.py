@@ -361,7 +361,7 @@ def test_evaluate_rows_pass_the_ddpm_variance(judge, tmp_path):
     console = Console(record=True, width=200)
     console.print(render_table(report))
     assert "σ²=beta" in console.export_text()
-    for bad, why in (({"variance": "large"}, "must be one of posterior, beta"),
+    for bad, why in (({"variance": "large"}, "unknown ddpm variance 'large'; choose one of: posterior, beta"),
                      ({"sampler": "ddim", "steps": 5, "variance": "beta"}, "ddim takes no variance")):
         with pytest.raises(DifftoolError, match=why):
             evaluate(pipe, judge, data=[tmp_path / "missing"], configs=[{**configs[0], **bad}], per_class=2)

@@ -120,6 +120,4 @@ def _variance(sampler: str, variance: Any) -> str | None:
     option = next((o for o in get_sampler(sampler).options if o.name == "variance"), None)
     if option is None:
         raise DifftoolError(f"eval setting variance: {sampler} takes no variance option")
-    if str(variance) not in option.choices:
-        raise DifftoolError(f"eval setting variance must be one of {', '.join(option.choices)}, got {variance!r}")
-    return str(variance)
+    return str(option.check(variance, sampler))  # the registry's own check: one of its choices

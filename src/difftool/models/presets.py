@@ -98,8 +98,8 @@ def diffusers_from_json(path: str | Path, channels: int, size: int, num_classes:
     return diffusers(channels, size, num_classes, unet=unet)
 
 
-PRESETS = {"sprite": sprite, "sprite-wide": sprite_wide, "tiny": tiny, "mnist": mnist, "mnist-cpu": mnist_cpu, "course": course,
-           "diffusers": diffusers}
+PRESETS = {"sprite": sprite, "sprite-wide": sprite_wide, "tiny": tiny, "mnist": mnist, "mnist-cpu": mnist_cpu,
+           "course": course, "diffusers": diffusers}
 DEFAULT_FOR_DATASET = {"sprites": "sprite", "digits": "tiny", "mnist": "mnist", "images": "sprite"}
 CPU_DEFAULT_FOR_DATASET = {"mnist": "mnist-cpu"}  # where the GPU-sized default would take hours on a CPU
 
