@@ -24,7 +24,7 @@ def test_shipped_files_are_small_and_describe_the_same_model():
     assert card.class_names == ("hero", "creature", "food", "weapon", "item")
     assert "DragonDePlatino" in card.credit and "DawnBringer" in card.credit and "Kenney" in card.credit
     assert card.license == "CC-BY-SA-3.0"
-    assert card.sampling == {"sampler": "ddim", "steps": 25, "eta": 1.25, "guidance": 3.0}
+    assert card.sampling == {"sampler": "ddim", "steps": 20, "eta": 1.25, "guidance": 3.0}
     header_len = int.from_bytes(CKPT.read_bytes()[:8], "little")  # safetensors header, read without torch
     header = json.loads(CKPT.read_bytes()[8:8 + header_len])
     ckpt_card = json.loads(header["__metadata__"][CARD_KEY])

@@ -72,11 +72,15 @@ def test_card_round_trips_sampling_and_old_cards_load():
 
 def test_eval_default_rows_use_the_recommendation():
     rows = _configs(DEFAULT_CONFIGS, card(RECOMMENDED))
-    assert (rows[0].sampler, rows[0].steps, rows[0].guidance, rows[0].eta) == ("ddim", 25, 4.0, 1.0)
-    assert (rows[1].guidance, rows[1].eta) == (4.0, 0.0)  # deterministic DDIM at the default guidance
+    assert (rows[0].sampler, rows[0].steps, rows[0].guidance, rows[0].eta) == ("ddim", 30, 4.0, 1.0)
+    assert (rows[1].steps, rows[1].guidance, rows[1].eta) == (30, 4.0, 0.0)  # deterministic DDIM, same steps
+    # the more-steps criterion's reference rows stay in the table: DDIM-25 and DDIM-50 at the recommendation
+    assert {(r.steps, r.guidance, r.eta) for r in rows if r.sampler == "ddim" and r.palette == "none"} >= {
+        (25, 4.0, 1.0), (50, 4.0, 1.0)}
     assert rows[-1].sampler == "ddpm" and rows[-1].steps == 100 and rows[-1].guidance == 4.0
     plain = _configs(DEFAULT_CONFIGS, card())
-    assert (plain[0].guidance, plain[0].eta) == (2.0, 0.0)
+    assert (plain[0].steps, plain[0].guidance, plain[0].eta) == (25, 2.0, 0.0)
+    assert len({(r.sampler, r.steps, r.guidance, r.eta, r.palette) for r in plain}) == len(plain)  # DDIM-25 once
 
 
 def test_tui_launch_passes_the_recommendation(monkeypatch, tmp_path):

@@ -18,10 +18,10 @@ from difftool.eval.colors import resolve_mode
 # eta 0, guidance 2), so the first row is what `difftool generate` / the TUI / the demo produce.
 D = "default"
 _DEFAULT_ROWS: tuple[dict[str, Any], ...] = (
-    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": D},  # the default sampling settings
-    {"sampler": "ddim", "steps": 25, "guidance": D, "eta": 0.0},  # deterministic DDIM
-    {"sampler": "ddim", "steps": 25, "guidance": 1.0, "eta": D},
-    {"sampler": "ddim", "steps": 25, "guidance": 2.0, "eta": D},
+    {"sampler": "ddim", "steps": D, "guidance": D, "eta": D},  # the default sampling settings
+    {"sampler": "ddim", "steps": D, "guidance": D, "eta": 0.0},  # deterministic DDIM
+    {"sampler": "ddim", "steps": D, "guidance": 1.0, "eta": D},
+    {"sampler": "ddim", "steps": D, "guidance": 2.0, "eta": D},
 )
 
 

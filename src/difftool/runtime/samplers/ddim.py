@@ -44,6 +44,6 @@ def ddim_table(steps: list[PlanStep], schedule: Schedule, *, eta: float) -> Coef
 SPEC = SamplerSpec(
     name="ddim", label="DDIM", short="DDIM", coefficients=ddim_table,
     options=(Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like, >1 extra noise", minimum=0.0),),
-    default_spacing="trailing", eval_steps=(8, 10, 12, 50),
+    default_spacing="trailing", eval_steps=(8, 10, 12, 25, 50),
     summary="DDIM (Song et al. 2021), any eta", diffusers_scheduler="DDIMScheduler", references=("arXiv:2010.02502",),
 )
