@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install 'difftool[train]')")
 pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
 
+from difftool.errors import DifftoolError  # noqa: E402
 from difftool.models.checkpoint import load  # noqa: E402
 from difftool.train.loop import TrainConfig, lr_factor, train, weights_digest  # noqa: E402
 
@@ -248,3 +249,32 @@ def test_cpu_bf16_autocast_training_follows_the_fp32_loss_curve(tmp_path):
     assert len(fp32) == len(bf16) >= 5
     assert not np.array_equal(fp32, bf16)  # autocast really ran in bf16
     assert np.all(np.abs(bf16 - fp32) <= 0.05 * fp32), (fp32, bf16)
+
+
+def test_input_perturbation_resumes_exactly_is_recorded_and_changes_training(tmp_path):
+    cfg = replace(BASE, input_perturbation=0.1)
+    full = train(replace(cfg, out=str(tmp_path / "full")))
+    assert load(full).card.training["input_perturbation"] == 0.1
+    part = tmp_path / "part"
+    train(replace(cfg, out=str(part), stop_after=6))
+    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    plain = train(replace(BASE, out=str(tmp_path / "plain")))
+    assert load(plain).card.training["input_perturbation"] == 0.0
+    assert _digest(full) != _digest(plain)
+
+
+def test_input_perturbation_noise_is_the_target_plus_scaled_extra_noise():
+    from difftool.train.steps import _perturbed
+
+    noise = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert _perturbed(noise, 0.0, torch.Generator().manual_seed(1), "cpu") is noise  # off: no draw at all
+    extra = _perturbed(noise, 0.1, torch.Generator().manual_seed(1), "cpu") - noise
+    xi = torch.randn(noise.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(extra, 0.1 * xi, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [-0.1, 1.5, float("nan")])
+def test_bad_input_perturbation_fails_before_training(tmp_path, gamma):
+    with pytest.raises(DifftoolError, match="--input-perturbation must be in"):
+        train(replace(BASE, input_perturbation=gamma, out=str(tmp_path / "bad")))
+    assert not (tmp_path / "bad" / "model.safetensors").exists()

@@ -77,6 +77,9 @@ def train(
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="U-Net presets: dropout in every ResNet layer "
                                                                   "while training (a regulariser for small data; "
                                                                   "sampling is unaffected)")] = 0.0,
+    input_perturbation: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="DDPM-IP: make the network's input with noise + x * extra noise while it regresses "
+                               "the noise alone, against exposure bias (0.1 is usual; 0: off)")] = 0.0,
 ):
     """Train a diffusion model (resumable; run under [bold]torchrun[/] for multi-process DDP)."""
     from difftool.train.loop import HEADS, TRAIN_ONLY, TrainConfig
@@ -101,7 +104,7 @@ def train(
                       seed=seed, device=device, threads=threads, sample_every=sample_every,
                       save_every=save_every, resume=resume, loss_weight=loss_weight, snr_gamma=snr_gamma,
                       init=str(init) if init else "", precision=precision, head=head, train_only=train_only,
-                      dropout=dropout)
+                      dropout=dropout, input_perturbation=input_perturbation)
     path = run(cfg, console=_stderr())
     _stderr().print(f"[green]saved[/] {path}")
 

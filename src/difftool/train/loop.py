@@ -42,6 +42,8 @@ from difftool.train.steps import (  # noqa: F401 (re-exported: the loop's parts,
     _dropout,
     _epoch_order,
     _init_weights,
+    _perturbed,
+    check_perturbation,
     class_weights,
     ema_update,
     flips,
@@ -89,6 +91,9 @@ class TrainConfig:
     head: str = "eps"
     train_only: str = ""  # "head": only the palette head learns (the eps model it was --init from stays as it is)
     dropout: float = 0.0  # U-Net presets: dropout in every ResNet layer while training (not stored in the model)
+    # DDPM-IP (Ning et al. 2023): the network sees x_t made with eps + gamma * xi but regresses eps, so it
+    # learns to undo the drift sampling adds (exposure bias); 0 = off (the run's random draws are unchanged)
+    input_perturbation: float = 0.0
 
 
 def build_card(cfg: TrainConfig, ds, device_type: str = "cpu") -> ModelCard:
@@ -180,6 +185,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     torch.manual_seed(cfg.seed)
     model = build(card.model, card.schedule).to(device)
     _dropout(model, cfg.dropout)
+    check_perturbation(cfg.input_perturbation)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(trainable(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -234,7 +240,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
             t = torch.randint(schedule.t_min, schedule.t_max + 1, (x0.shape[0],), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             a = ab[t].view(-1, 1, 1, 1)
-            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * _perturbed(noise, cfg.input_perturbation, gen, device)
             t_in = t.float() / card.schedule.num_timesteps if card.schedule.time_input == "fraction" else t.float()
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -286,7 +292,7 @@ def _save_all(out: Path, model, ema, opt, card, cfg, step, total, seen, t_start,
                 "data": list(cfg.data), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
                 "class_balance": cfg.class_balance, "loss_weight": cfg.loss_weight, "init": cfg.init,
-                "dropout": cfg.dropout,
+                "dropout": cfg.dropout, "input_perturbation": cfg.input_perturbation,
                 "head": cfg.head, "train_only": cfg.train_only, "lr": cfg.lr, "max_steps": cfg.max_steps,
                 "wall_s_this_run": round(time.perf_counter() - t_start, 1),
                 "torch": torch.__version__}

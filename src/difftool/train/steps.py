@@ -93,6 +93,12 @@ def _batch(x0, labels, card: ModelCard, cfg: TrainConfig, gen, device):
     return x0, ctx * keep.view(-1, 1)
 
 
+def check_perturbation(gamma: float) -> None:
+    """``--input-perturbation`` must be a small non-negative scale (the paper uses 0.1)."""
+    if not 0.0 <= gamma <= 1.0:  # NaN fails too
+        raise DifftoolError(f"--input-perturbation must be in [0, 1] (0.1 is usual), got {gamma}")
+
+
 def _dropout(model, p: float) -> None:
     """``--dropout``: set on every ResNet layer of a U-Net preset; other models have nowhere to put it."""
     if not p:
@@ -119,3 +125,11 @@ def _init_weights(path: Path, model, ema, card: ModelCard) -> None:
         state = model.state_dict() | state
     model.load_state_dict(state)
     ema.load_state_dict(state)
+
+
+def _perturbed(noise: torch.Tensor, gamma: float, gen: torch.Generator, device) -> torch.Tensor:
+    """``--input-perturbation``: the noise the network's input is made with, ``noise + gamma * xi`` (the
+    target stays ``noise``); drawn from the step's generator after everything else, so runs stay exact."""
+    if not gamma:
+        return noise
+    return noise + gamma * torch.randn(noise.shape, generator=gen).to(device)
