@@ -27,6 +27,19 @@ def _digest(path):
     return weights_digest(load(path).module)
 
 
+def _resumes_exactly_and_is_recorded(tmp_path, **change):
+    """BASE with ``change``, trained whole and in two parts (stop at 6, resume): the same weights, and the
+    card's ``training`` records each changed field. Returns the whole run's checkpoint."""
+    cfg = replace(BASE, **change)
+    full = train(replace(cfg, out=str(tmp_path / "full")))
+    for key, value in change.items():
+        assert load(full).card.training[key] == value
+    part = tmp_path / "part"
+    train(replace(cfg, out=str(part), stop_after=6))
+    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    return full
+
+
 def test_training_writes_checkpoint_log_and_card(tmp_path):
     path = train(replace(BASE, out=str(tmp_path / "run")))
     loaded = load(path)
@@ -131,23 +144,13 @@ def test_balanced_epoch_order_is_deterministic_and_balanced():
 
 
 def test_class_balanced_run_resumes_exactly_and_is_recorded(tmp_path):
-    cfg = replace(BASE, class_balance=1.0)
-    full = train(replace(cfg, out=str(tmp_path / "full")))
-    assert load(full).card.training["class_balance"] == 1.0
-    part = tmp_path / "part"
-    train(replace(cfg, out=str(part), stop_after=6))
-    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    full = _resumes_exactly_and_is_recorded(tmp_path, class_balance=1.0)
     assert _digest(full) != _digest(train(replace(BASE, out=str(tmp_path / "uniform"))))
 
 
 def test_dropout_run_resumes_exactly_is_recorded_and_changes_training(tmp_path):
-    cfg = replace(BASE, dropout=0.1)
-    full = train(replace(cfg, out=str(tmp_path / "full")))
-    assert load(full).card.training["dropout"] == 0.1
+    full = _resumes_exactly_and_is_recorded(tmp_path, dropout=0.1)
     assert load(full).card.model == load(train(replace(BASE, out=str(tmp_path / "plain")))).card.model  # not stored
-    part = tmp_path / "part"
-    train(replace(cfg, out=str(part), stop_after=6))
-    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
     assert _digest(full) != _digest(tmp_path / "plain" / "model.safetensors")
 
 
@@ -252,12 +255,7 @@ def test_cpu_bf16_autocast_training_follows_the_fp32_loss_curve(tmp_path):
 
 
 def test_input_perturbation_resumes_exactly_is_recorded_and_changes_training(tmp_path):
-    cfg = replace(BASE, input_perturbation=0.1)
-    full = train(replace(cfg, out=str(tmp_path / "full")))
-    assert load(full).card.training["input_perturbation"] == 0.1
-    part = tmp_path / "part"
-    train(replace(cfg, out=str(part), stop_after=6))
-    assert _digest(train(replace(cfg, out=str(part)))) == _digest(full)
+    full = _resumes_exactly_and_is_recorded(tmp_path, input_perturbation=0.1)
     plain = train(replace(BASE, out=str(tmp_path / "plain")))
     assert load(plain).card.training["input_perturbation"] == 0.0
     assert _digest(full) != _digest(plain)

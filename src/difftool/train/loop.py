@@ -165,6 +165,7 @@ def train(cfg: TrainConfig, console=None) -> Path:
     """Train (or resume) a model; returns the path of ``model.safetensors``."""
     from difftool.train.data import load_dataset
 
+    check_perturbation(cfg.input_perturbation)  # before the device, the data or any file
     env = DistEnv.from_environ()
     plan = plan_device(cfg.device, env, cuda_device_count())
     if plan.note and env.rank == 0:
@@ -185,7 +186,6 @@ def train(cfg: TrainConfig, console=None) -> Path:
     torch.manual_seed(cfg.seed)
     model = build(card.model, card.schedule).to(device)
     _dropout(model, cfg.dropout)
-    check_perturbation(cfg.input_perturbation)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(trainable(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
